@@ -1,0 +1,247 @@
+"""The ``ofa-edge`` command line.
+
+Every error is one line on stderr and exit code 2 (``--debug`` shows the traceback).
+Heavy libraries (torch, tensorflow) are imported inside the subcommands that need them,
+so ``ofa-edge --help`` and ``ofa-edge specs check`` start in a fraction of a second.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from ofa_edge import __version__
+from ofa_edge.errors import NotBuiltYet, OfaEdgeError, SpecError
+
+EXIT_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (plus a pointer to --help), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_ERROR)
+
+
+def _sub(subparsers, name: str, help_: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name,
+        help=help_,
+        description=help_,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+# ---------------------------------------------------------------- specs
+
+
+def _cmd_specs_list(args: argparse.Namespace) -> int:
+    from ofa_edge.devices.spec import load_spec, shipped_specs, shipped_specs_dir
+
+    paths = shipped_specs()
+    if not paths:
+        raise OfaEdgeError(f"no specs found in {shipped_specs_dir()} (set OFA_EDGE_SPECS to the folder)")
+    bad = 0
+    for path in paths:
+        try:
+            print(load_spec(path).one_line())
+        except SpecError as exc:
+            bad += 1
+            print(f"{path.stem:<16} INVALID: {exc.problems[0]}")
+    return EXIT_ERROR if bad else 0
+
+
+def _cmd_specs_check(args: argparse.Namespace) -> int:
+    from ofa_edge.devices.spec import check_specs
+
+    report = check_specs(args.paths)
+    if args.json:
+        print(json.dumps({"ok": not any(report.values()), "specs": report}, indent=2))
+    else:
+        for path, problems in report.items():
+            if problems:
+                for problem in problems:
+                    print(f"{path}: {problem}", file=sys.stderr)
+            else:
+                print(f"{path}: ok")
+    return EXIT_ERROR if any(report.values()) else 0
+
+
+# ---------------------------------------------------------------- data
+
+
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from ofa_edge.data import describe, load_dataset, make_splits
+
+    ds = load_dataset(args.dataset, data=args.data)
+    info = describe(ds, make_splits(ds, val_size=args.val_size, seed=args.seed))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    counts = info["counts"]
+    print(f"dataset   {info['name']}")
+    print(f"found at  {info['source']}")
+    print(f"images    {' / '.join(f'{k} {v:,}' for k, v in counts.items())}"
+          f"   (val carved out of train with seed {info['seed']}; test untouched)")
+    print(f"shape     {tuple(info['image_shape'])} {info['dtype']} (H, W, C)")
+    print(f"classes   {info['num_classes']}")
+    print(f"  {'#':>3}  {'class':<16} {'train':>8} {'val':>8} {'test':>8}")
+    for c in info["classes"]:
+        print(f"  {c['index']:>3}  {c['name']:<16} {c['train']:>8,} {c['val']:>8,} {c['test']:>8,}")
+    return 0
+
+
+# ---------------------------------------------------------------- not built yet
+
+
+def _not_built(issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        raise NotBuiltYet(f"ofa-edge {args.command} is not built yet (it lands with issue {issue})")
+
+    return handler
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ofa-edge",
+        description="One once-for-all supernet, specialised for many edge devices without retraining.",
+        epilog="example:\n  ofa-edge specs check device_specs/*.yaml\n"
+               "  ofa-edge deploy --spec device_specs/local.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ofa-edge {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    p.set_defaults(help_parser=p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # specs
+    specs = _sub(sub, "specs", "list and validate device specs", "ofa-edge specs check device_specs/*.yaml")
+    specs.set_defaults(help_parser=specs)
+    specs_sub = specs.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    s = _sub(specs_sub, "list", "the shipped specs, one line each", "ofa-edge specs list")
+    s.set_defaults(func=_cmd_specs_list)
+    s = _sub(specs_sub, "check", "validate specs; exit 0, or 2 with the reasons",
+             "ofa-edge specs check device_specs/*.yaml")
+    s.add_argument("paths", nargs="+", metavar="SPEC", help="spec files to validate")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(func=_cmd_specs_check)
+
+    # data
+    data = _sub(sub, "data", "inspect datasets", "ofa-edge data info fashion-mnist")
+    data.set_defaults(help_parser=data)
+    data_sub = data.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    d = _sub(data_sub, "info", "counts, shape, classes and where the data was found",
+             "ofa-edge data info fashion-mnist\n  ofa-edge data info my_images/ --json")
+    d.add_argument("dataset", help="fashion-mnist, an image folder (one sub-folder per class) or an .npz (x, y)")
+    d.add_argument("--data", metavar="PATH", help="where the dataset's files are (default: Debian's path)")
+    d.add_argument("--val-size", type=_positive_number, default=5000, help="val images carved out of train")
+    d.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.set_defaults(func=_cmd_data_info)
+
+    # commands that later issues fill in; their flags are the planned ones
+    t = _sub(sub, "train", "train the supernet by progressive shrinking with distillation",
+             "ofa-edge train --recipe recipes/fmnist-small.yaml --out runs/fmnist")
+    t.add_argument("--recipe", help="recipe YAML")
+    t.add_argument("--out", help="run folder")
+    t.add_argument("--resume", metavar="RUN", help="continue a run where it stopped")
+    t.set_defaults(func=_not_built("[3/7]"))
+
+    e = _sub(sub, "eval", "evaluate subnets of a supernet",
+             'ofa-edge eval --supernet runs/fmnist --arch max --split test --json')
+    e.add_argument("--supernet", help="checkpoint folder or 'default'")
+    e.add_argument("--arch", help='max | min | random:N | "<arch text>"')
+    e.add_argument("--split", choices=["val", "test"], default="val")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_not_built("[3/7]"))
+
+    pr = _sub(sub, "predictor", "fit the accuracy predictor",
+              "ofa-edge predictor fit --supernet runs/fmnist --samples 1000")
+    pr.add_argument("action", nargs="?", choices=["fit"], default="fit")
+    pr.add_argument("--supernet")
+    pr.add_argument("--samples", type=int, default=1000)
+    pr.set_defaults(func=_not_built("[3/7]"))
+
+    dv = _sub(sub, "devices", "check that a device is reachable and ready",
+              "ofa-edge devices check --spec device_specs/raspberry_pi4.yaml")
+    dv.add_argument("action", nargs="?", choices=["check"], default="check")
+    dv.add_argument("--spec", help="device spec")
+    dv.set_defaults(func=_not_built("[4/7]"))
+
+    b = _sub(sub, "bench", "time candidate blocks and whole subnets on the device",
+             "ofa-edge bench --spec device_specs/jetson_nano.yaml --quick")
+    b.add_argument("--spec", help="device spec")
+    b.add_argument("--quick", action="store_true")
+    b.set_defaults(func=_not_built("[4/7]"))
+
+    se = _sub(sub, "search", "find the most accurate subnet within the device's budgets",
+              "ofa-edge search --spec device_specs/raspberry_pi4.yaml --latency-ms 8")
+    se.add_argument("--spec", help="device spec")
+    se.add_argument("--latency-ms", type=_positive_number)
+    se.add_argument("--pareto", action="store_true")
+    se.add_argument("--json", metavar="FILE")
+    se.set_defaults(func=_not_built("[5/7]"))
+
+    dp = _sub(sub, "deploy", "search, extract, convert, push, verify and bundle one subnet",
+              "ofa-edge deploy --spec device_specs/local.yaml")
+    dp.add_argument("--spec", help="device spec")
+    dp.add_argument("--latency-ms", type=_positive_number)
+    dp.add_argument("--arch", help="skip search, deploy this subnet")
+    dp.add_argument("--out", default="bundles")
+    dp.set_defaults(func=_not_built("[6/7]"))
+
+    r = _sub(sub, "report", "run the benchmarks and write the dashboard", "ofa-edge report")
+    r.add_argument("--full", action="store_true")
+    r.set_defaults(func=_not_built("[7/7]"))
+    return p
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return int(value) if value.is_integer() else value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:  # no command, or a command group with no action: show its help
+        args.help_parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("ofa-edge: interrupted", file=sys.stderr)
+        return 130
+    except OfaEdgeError as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc)
+        if isinstance(exc, SpecError):
+            message = f"{exc.source}: {exc.problems[0]}"
+            if len(exc.problems) > 1:
+                message += f" (and {len(exc.problems) - 1} more; run ofa-edge specs check {exc.source})"
+        print(f"ofa-edge: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
+        if args.debug:
+            traceback.print_exc()
+        print(f"ofa-edge: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

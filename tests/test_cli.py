@@ -1,0 +1,119 @@
+"""The ``ofa-edge`` console script, run in a subprocess as a user runs it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+
+SUBCOMMANDS = ["specs", "data", "train", "eval", "predictor", "devices", "bench", "search", "deploy", "report"]
+NESTED = [["specs", "list"], ["specs", "check"], ["data", "info"]]
+NOT_BUILT = {  # command line -> the issue it lands with
+    ("train", "--recipe", "r.yaml"): "[3/7]",
+    ("eval", "--arch", "max"): "[3/7]",
+    ("predictor", "fit"): "[3/7]",
+    ("devices", "check", "--spec", "device_specs/local.yaml"): "[4/7]",
+    ("bench", "--spec", "device_specs/local.yaml"): "[4/7]",
+    ("search", "--spec", "device_specs/local.yaml"): "[5/7]",
+    ("deploy", "--spec", "device_specs/local.yaml"): "[6/7]",
+    ("report",): "[7/7]",
+}
+
+
+def assert_clean_error(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_top_level_help(run_cli):
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("command", [[c] for c in SUBCOMMANDS] + NESTED, ids=" ".join)
+def test_every_subcommand_has_help_with_an_example(run_cli, command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "example:" in result.stdout and "ofa-edge " + command[0] in result.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["--no-such-flag"], ["frobnicate"], ["bench", "--bogus"], ["search", "--latency-ms", "fast"],
+    ["search", "--latency-ms", "-3"], ["eval", "--split", "train"], ["specs", "check"],
+    ["data", "info", "fashion-mnist", "--val-size", "zero"],
+], ids=" ".join)
+def test_bad_arguments_exit_2_without_traceback(run_cli, argv):
+    result = run_cli(*argv)
+    assert_clean_error(result, "error:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_no_command_prints_help_and_exits_2(run_cli):
+    result = run_cli()
+    assert result.returncode == 2 and "COMMAND" in result.stderr
+
+
+@pytest.mark.parametrize("argv", sorted(NOT_BUILT), ids=" ".join)
+def test_unbuilt_commands_say_so(run_cli, argv):
+    result = run_cli(*argv)
+    assert_clean_error(result, "not built yet", NOT_BUILT[argv])
+
+
+def test_specs_list_shows_every_shipped_spec(run_cli, repo):
+    result = run_cli("specs", "list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == sorted(p.stem for p in (repo / "device_specs").glob("*.yaml"))
+    assert any("tflite-micro" in line and "sram≤320KiB" in line for line in lines)
+
+
+def test_specs_check_accepts_the_shipped_specs(run_cli, repo):
+    paths = sorted(str(p) for p in (repo / "device_specs").glob("*.yaml"))
+    result = run_cli("specs", "check", *paths)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": ok") == len(paths) == 5
+
+
+def test_specs_check_names_file_key_and_reason(run_cli, tmp_path, repo):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((repo / "device_specs" / "local.yaml").read_text().replace("latency_ms: 3.0", "latency_ms: -1"))
+    good = repo / "device_specs" / "local.yaml"
+    result = run_cli("specs", "check", str(good), str(bad))
+    assert_clean_error(result, f"{bad}: budgets.latency_ms: must be > 0, got -1")
+    assert f"{good}: ok" in result.stdout
+
+    as_json = run_cli("specs", "check", "--json", str(bad))
+    assert as_json.returncode == 2
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is False and report["specs"][str(bad)][0].startswith("budgets.latency_ms")
+
+
+def test_a_bad_spec_given_to_a_command_is_one_line(run_cli, tmp_path):
+    result = run_cli("specs", "check", str(tmp_path))
+    assert_clean_error(result, "is a directory, not a spec file")
+
+
+def test_data_info_on_real_fashion_mnist(run_cli):
+    require(Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
+            "Fashion-MNIST", "apt-get install -y dataset-fashion-mnist")
+    result = run_cli("data", "info", "fashion-mnist")
+    assert result.returncode == 0, result.stderr
+    assert "/usr/share/datasets/fashion-mnist" in result.stdout
+    assert "Ankle boot" in result.stdout and "55,000" in result.stdout and "10,000" in result.stdout
+
+    info = json.loads(run_cli("data", "info", "fashion-mnist", "--json").stdout)
+    assert info["counts"] == {"train": 55_000, "val": 5_000, "test": 10_000}
+    assert list(info["image_shape"]) == [28, 28, 1] and len(info["classes"]) == 10
+    assert {c["train"] + c["val"] for c in info["classes"]} == {6_000}
+
+
+def test_data_info_missing_dataset_is_one_clear_line(run_cli, tmp_path):
+    result = run_cli("data", "info", "fashion-mnist", "--data", str(tmp_path / "nowhere"))
+    assert_clean_error(result, str(tmp_path / "nowhere"))
+    assert len(result.stderr.strip().splitlines()) == 1
