@@ -44,3 +44,31 @@ def run_cli():
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    """Two busy processes on two cores collapse throughput: tests use one torch thread."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
+def randomize_supernet(net, seed: int = 0) -> None:
+    """Give every parameter and BN statistic non-trivial values (identity transforms and unit
+    BN would hide indexing bugs)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "transforms" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+            elif p.dim() == 1:
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.4 + (0.8 if name.endswith("weight") else -0.2))
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.6 - 0.3)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)

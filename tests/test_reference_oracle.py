@@ -1,0 +1,97 @@
+"""The reference OFA implementation (PyPI `ofa`) as an oracle: same parameter counts and outputs."""
+from __future__ import annotations
+
+import sys
+from unittest import mock
+
+import pytest
+import torch
+
+from ofa_edge.space.reference import from_reference_state_dict, map_reference_key
+
+STUBBED = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional",
+           "torchvision.datasets", "torchvision.models", "torchvision.utils"]
+
+
+@pytest.fixture(scope="module")
+def reference_net():
+    """The reference OFAMobileNetV3 w1.0, with random non-trivial weights.
+
+    `ofa` imports torchvision (and PIL) at import time; torchvision does not work beside our
+    torch, so those modules are stubbed in sys.modules around the import only.
+    """
+    stubs = {name: mock.MagicMock() for name in STUBBED if name not in sys.modules}
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        stubs["PIL"] = stubs["PIL.Image"] = mock.MagicMock()
+    with mock.patch.dict(sys.modules, stubs):
+        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+    torch.manual_seed(0)
+    ref = OFAMobileNetV3(n_classes=1000, dropout_rate=0, width_mult=1.0, ks_list=[3, 5, 7],
+                         expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if "matrix" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+            elif p.dim() == 1:
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.4 + (0.8 if "bn" in name and name.endswith("weight") else -0.2))
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.6 - 0.3)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)
+    return ref.eval()
+
+
+@pytest.fixture(scope="module")
+def ours(reference_net, tmp_path_factory):
+    """Imported through a real .pth file loaded with torch.load(weights_only=True)."""
+    from ofa_edge import load_supernet
+
+    path = tmp_path_factory.mktemp("ref") / "ofa_mbv3_d234_e346_k357_w1.0.pth"
+    torch.save({"state_dict": reference_net.state_dict()}, path)
+    net = load_supernet(str(path))
+    assert net.space.id == "ofa-mbv3-w1.0" and net.num_classes == 1000
+    return net
+
+
+def test_every_reference_key_is_mapped(reference_net, ours):
+    mapped = {map_reference_key(k) for k in reference_net.state_dict()}
+    assert mapped == set(ours.state_dict())
+
+
+def _cases(space):
+    return [space.largest(), space.smallest()] + [space.sample(seed, resolution=128 + 8 * seed) for seed in range(10)]
+
+
+def test_subnets_match_the_reference(reference_net, ours):
+    """Largest, smallest and 10 random archs: same parameter count, same outputs (1e-4)."""
+    # the reference takes normalised images; ours takes [0, 1] and normalises inside
+    mean = torch.tensor(ours.input_mean).view(1, 3, 1, 1)
+    std = torch.tensor(ours.input_std).view(1, 3, 1, 1)
+    for arch in _cases(ours.space):
+        lists = arch.to_reference(ours.space.preset.max_depth)
+        reference_net.set_active_subnet(ks=lists["ks"], e=lists["e"], d=lists["d"])
+        ref_sub = reference_net.get_active_subnet(preserve_weight=True).eval()
+        our_sub = ours.extract(arch).eval()
+        assert sum(p.numel() for p in ref_sub.parameters()) == sum(p.numel() for p in our_sub.parameters())
+        x = torch.rand(2, 3, arch.resolution, arch.resolution, generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            expected = ref_sub((x - mean) / std)
+            assert (our_sub(x) - expected).abs().max().item() <= 1e-4, str(arch)
+            assert (ours(x) - reference_net((x - mean) / std)).abs().max().item() <= 1e-4, str(arch)
+
+
+def test_non_reference_checkpoint_is_a_clear_error(tmp_path):
+    from ofa_edge import load_supernet
+    from ofa_edge.space.checkpoint import CheckpointError
+
+    path = tmp_path / "other.pth"
+    torch.save({"conv1.weight": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match="has no ofa-edge counterpart"):
+        load_supernet(str(path))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read it as a weights-only torch checkpoint"):
+        load_supernet(str(junk))
