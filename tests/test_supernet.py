@@ -223,3 +223,41 @@ def test_space_and_arch_import_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip()) > 0
+
+
+def _hook_count(model: torch.nn.Module, resolution: int) -> int:
+    """MACs of every Conv2d and Linear, counted by forward hooks on the real network."""
+    total = 0
+
+    def conv_hook(m, inputs, output):
+        nonlocal total
+        total += output.numel() // output.shape[0] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear_hook(m, inputs, output):
+        nonlocal total
+        total += m.in_features * m.out_features
+
+    handles = [m.register_forward_hook(conv_hook if isinstance(m, torch.nn.Conv2d) else linear_hook)
+               for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(torch.rand(1, 3, resolution, resolution))
+    for h in handles:
+        h.remove()
+    return total
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_cost_model_matches_the_built_network(preset):
+    from ofa_edge.space.costs import arch_costs, layers
+
+    classes = 1000 if "w1." in preset else 10
+    net = OFASupernet(preset, classes).eval()
+    space = net.space
+    for arch in [space.largest(), space.smallest(), space.sample(11), space.sample(12)]:
+        sub = net.extract(arch)
+        costs = net.costs(arch)
+        assert costs == arch_costs(space.preset, arch, classes)
+        assert costs.params == sum(p.numel() for p in sub.parameters()), str(arch)
+        assert costs.macs == _hook_count(sub, arch.resolution), str(arch)
+        convs = [m for m in sub.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        assert len(convs) == len(layers(space.preset, arch, classes))
