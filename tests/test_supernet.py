@@ -263,16 +263,16 @@ def test_cost_model_matches_the_built_network(preset):
         assert len(convs) == len(layers(space.preset, arch, classes))
 
 
-@pytest.mark.parametrize("kernel,stride", [(3, 1), (5, 2), (7, 1), (7, 2)])
+@pytest.mark.parametrize("kernel,stride", [(7, 1), (7, 2), (5, 1)])
 def test_fast_depthwise_gradient_equals_native(kernel, stride):
     import torch.nn.functional as F
 
     from ofa_edge.space.ops import depthwise_conv2d
 
     gen = torch.Generator().manual_seed(kernel * 10 + stride)
-    x = torch.randn(4, 12, 9, 9, generator=gen, requires_grad=True)
+    x = torch.randn(4, 12, 5, 5, generator=gen, requires_grad=True)  # kernel larger than the map
     w = torch.randn(12, 1, kernel, kernel, generator=gen, requires_grad=True)
-    g = torch.randn(4, 12, (9 - 1) // stride + 1, (9 - 1) // stride + 1, generator=gen)
+    g = torch.randn(4, 12, (5 - 1) // stride + 1, (5 - 1) // stride + 1, generator=gen)
     grads = []
     for fn in (lambda: F.conv2d(x, w, None, stride, kernel // 2, 1, 12),
                lambda: depthwise_conv2d(x, w, stride, kernel // 2)):

@@ -131,8 +131,8 @@ PRESETS: dict[str, SpacePreset] = {
             ),
             final_expand_width=384,
             feature_mix_width=512,
-            resolutions=tuple(range(28, 65, 4)),
-            description="The OFA-MobileNetV3 elastic structure shrunk for 28-64 px images "
+            resolutions=tuple(range(24, 65, 4)),
+            description="The OFA-MobileNetV3 elastic structure shrunk for 24-64 px images "
                         "(Fashion-MNIST): feature maps 14/7/4/4/2/2 at 28 px; 1.5-7.0M MACs at 28 px",
         ),
         SpacePreset(

@@ -1,0 +1,78 @@
+"""Resource ledger: wall time, CPU-seconds and an energy estimate for long commands.
+
+Energy comes from Intel RAPL (``/sys/class/powercap/intel-rapl:*/energy_uj``) when it is
+readable, and otherwise from a per-core power model: ``energy = cpu_seconds x W_per_core``
+with ``OFA_EDGE_WATTS_PER_CORE`` (default 5 W, roughly one busy core's share of a server CPU's
+TDP, e.g. 225 W / 64 cores = 3.5 W plus memory and uncore). Carbon uses
+``OFA_EDGE_GRID_G_PER_KWH`` (default 400 gCO2e/kWh, about the world average).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _rapl_uj() -> int | None:
+    total, found = 0, False
+    for path in glob.glob("/sys/class/powercap/intel-rapl:[0-9]*/energy_uj"):
+        try:
+            total += int(open(path).read())
+            found = True
+        except (OSError, ValueError):
+            return None
+    return total if found else None
+
+
+@dataclass
+class LedgerEntry:
+    command: str
+    wall_s: float
+    cpu_s: float
+    energy_j: float
+    energy_source: str
+    co2e_g: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        return (f"ledger: {self.command}: wall {self.wall_s:.1f} s, CPU {self.cpu_s:.1f} s, "
+                f"energy {self.energy_j / 3600:.2f} Wh ({self.energy_source}), {self.co2e_g:.2f} gCO2e")
+
+
+class Ledger:
+    """Start at construction; ``stop()`` returns the entry. ``extra_cpu_s`` adds CPU time of
+    processes this one did not wait for (e.g. other torchrun ranks)."""
+
+    def __init__(self, command: str):
+        self.command = command
+        self.wall0, self.cpu0, self.rapl0 = time.time(), _cpu_seconds(), _rapl_uj()
+
+    def cpu_s(self) -> float:
+        return _cpu_seconds() - self.cpu0
+
+    def stop(self, extra_cpu_s: float = 0.0, extra_wall_s: float = 0.0, extra_energy_j: float = 0.0) -> LedgerEntry:
+        """The entry so far. ``extra_*`` add what this process did not see: other ranks' CPU
+        time (the model counts it; RAPL already measures the whole package) and earlier
+        segments of a resumed run."""
+        wall = time.time() - self.wall0 + extra_wall_s
+        own_cpu = _cpu_seconds() - self.cpu0
+        cpu = own_cpu + extra_cpu_s
+        rapl = _rapl_uj()
+        if self.rapl0 is not None and rapl is not None and rapl >= self.rapl0:
+            energy, source = (rapl - self.rapl0) / 1e6 + extra_energy_j, "rapl"
+        else:
+            watts = float(os.environ.get("OFA_EDGE_WATTS_PER_CORE", "5"))
+            energy, source = cpu * watts, f"model {watts:g} W/core"
+        grid = float(os.environ.get("OFA_EDGE_GRID_G_PER_KWH", "400"))
+        return LedgerEntry(self.command, wall, cpu, energy, source, energy / 3.6e6 * grid)

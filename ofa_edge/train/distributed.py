@@ -1,0 +1,73 @@
+"""Data-parallel training under torchrun, on torch.distributed (gloo on CPU, nccl on GPU).
+
+Every rank trains the same sequence of subnets on its own shard of each batch; after the
+step's backward passes the gradients are summed across ranks and divided by the world size
+(one flat all-reduce). Rank 0 alone writes files.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init_from_env() -> Dist:
+    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
+    """Sum gradients over ranks and divide by the world size; a parameter a subnet did not
+    use counts as a zero gradient on that rank."""
+    if not d.active:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat.div_(d.world)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """True on every rank if ``flag`` is true on any rank (to stop together on a signal)."""
+    if not d.active:
+        return flag
+    t = torch.tensor([1 if flag else 0])
+    dist.all_reduce(t)
+    return bool(t.item())
+
+
+def barrier(d: Dist) -> None:
+    if d.active:
+        dist.barrier()
+
+
+def shutdown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()
