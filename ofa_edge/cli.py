@@ -95,6 +95,49 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train, eval, predictor
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if not args.out and not args.resume:
+        raise OfaEdgeError("give --out DIR for a new run, or --resume DIR to continue one")
+    if args.nproc > 1:  # hand over to torchrun: one process per core, gradients all-reduced
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "ofa_edge.train", "--recipe", args.recipe]
+        cmd += ["--resume", args.resume] if args.resume else ["--out", args.out]
+        return 0 if subprocess.call(cmd) == 0 else EXIT_ERROR
+    from ofa_edge.train.__main__ import run
+
+    run(args.recipe, args.out, args.resume)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ofa_edge.evaluate import run_eval
+
+    result = run_eval(args.supernet, args.arch or ["max"], args.split, args.images, args.seed, args.resolution)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for row in result["archs"]:
+            print(f"{row['top1'] * 100:6.2f}%  {row['arch']}")
+        print(f"{result['split']} split, {result['images']:,} images, BN recalibrated on "
+              f"{result['bn_calibration_images']:,} training images; median {result['median_top1'] * 100:.2f}%")
+    return 0
+
+
+def _cmd_predictor(args: argparse.Namespace) -> int:
+    from ofa_edge.predictors.fit import fit_predictor
+
+    report = fit_predictor(args.supernet, args.samples, args.holdout, args.workers, args.out, args.seed)
+    h = report["holdout"]
+    print(f"accuracy predictor: {report['predictor']}; held-out {h['n']} subnets: RMSE {h['rmse'] * 100:.3f} "
+          f"points, Kendall tau {h['kendall_tau']:.3f}")
+    return 0
+
+
 # ---------------------------------------------------------------- not built yet
 
 
@@ -147,27 +190,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_data_info)
 
     # commands that later issues fill in; their flags are the planned ones
-    t = _sub(sub, "train", "train the supernet by progressive shrinking with distillation",
-             "ofa-edge train --recipe recipes/fmnist-small.yaml --out runs/fmnist")
-    t.add_argument("--recipe", help="recipe YAML")
-    t.add_argument("--out", help="run folder")
+    t = _sub(sub, "train", "train the supernet by progressive shrinking with distillation (resumable)",
+             "ofa-edge train --recipe recipes/fmnist-small.yaml --out runs/fmnist --nproc 2\n"
+             "  ofa-edge train --recipe recipes/fmnist-small.yaml --resume runs/fmnist --nproc 2\n"
+             "  torchrun --nproc_per_node=2 -m ofa_edge.train --recipe recipes/fmnist-small.yaml --out runs/fmnist")
+    t.add_argument("--recipe", required=True, help="recipe YAML (see recipes/)")
+    t.add_argument("--out", help="a new run folder")
     t.add_argument("--resume", metavar="RUN", help="continue a run where it stopped")
-    t.set_defaults(func=_not_built("[3/7]"))
+    t.add_argument("--nproc", type=int, default=1, help="processes (data parallel through torchrun, gloo on CPU)")
+    t.set_defaults(func=_cmd_train)
 
-    e = _sub(sub, "eval", "evaluate subnets of a supernet",
-             'ofa-edge eval --supernet runs/fmnist --arch max --split test --json')
-    e.add_argument("--supernet", help="checkpoint folder or 'default'")
-    e.add_argument("--arch", help='max | min | random:N | "<arch text>"')
+    e = _sub(sub, "eval", "top-1 of subnets, BN recalibrated per subnet",
+             'ofa-edge eval --supernet default --arch max --arch min --arch random:20 --split test --json')
+    e.add_argument("--supernet", default="default", help="a run folder, a checkpoint, or 'default'")
+    e.add_argument("--arch", action="append", help='max | min | random:N | "<arch text>" (repeatable)')
     e.add_argument("--split", choices=["val", "test"], default="val")
-    e.add_argument("--json", action="store_true")
-    e.set_defaults(func=_not_built("[3/7]"))
+    e.add_argument("--images", type=int, help="only the first N images of the split")
+    e.add_argument("--resolution", type=int, help="evaluate every arch at this resolution")
+    e.add_argument("--seed", type=int, default=0, help="seed for random:N")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_cmd_eval)
 
-    pr = _sub(sub, "predictor", "fit the accuracy predictor",
-              "ofa-edge predictor fit --supernet runs/fmnist --samples 1000")
-    pr.add_argument("action", nargs="?", choices=["fit"], default="fit")
-    pr.add_argument("--supernet")
-    pr.add_argument("--samples", type=int, default=1000)
-    pr.set_defaults(func=_not_built("[3/7]"))
+    pr = _sub(sub, "predictor", "fit the accuracy predictor on subnets scored on val",
+              "ofa-edge predictor fit --supernet runs/fmnist --samples 1000 --holdout 200")
+    pr.add_argument("action", choices=["fit"])
+    pr.add_argument("--supernet", default="default")
+    pr.add_argument("--samples", type=int, default=1000, help="subnets to fit on")
+    pr.add_argument("--holdout", type=int, default=200, help="held-out subnets for RMSE and Kendall tau")
+    pr.add_argument("--workers", type=int, default=2, help="scoring processes (1 thread each)")
+    pr.add_argument("--out", help="folder for the predictor (default: the supernet's folder)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.set_defaults(func=_cmd_predictor)
 
     dv = _sub(sub, "devices", "check that a device is reachable and ready",
               "ofa-edge devices check --spec device_specs/raspberry_pi4.yaml")

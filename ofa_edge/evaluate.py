@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,3 +52,71 @@ def evaluate_arch(net: OFASupernet, arch: Arch, data: EvalData) -> float:
 def calibration_indices(n_train: int, n: int, seed: int = 0) -> np.ndarray:
     """A fixed, seeded choice of ``n`` training images for BN recalibration."""
     return np.sort(np.random.default_rng(seed + 12345).permutation(n_train)[:n])
+
+
+def parse_arch_specs(space, specs: list[str], seed: int = 0, resolutions: list[int] | None = None) -> list[Arch]:
+    """``max``, ``min``, ``random:N`` (seeded, at the given resolutions) or an arch's text form."""
+    import random
+
+    from ofa_edge.errors import OfaEdgeError
+
+    archs: list[Arch] = []
+    rng = random.Random(seed)
+    for spec in specs:
+        if spec.startswith("random:"):
+            try:
+                n = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise OfaEdgeError(f"--arch {spec!r}: expected random:N with a whole number N") from None
+            archs += [space.sample(rng, resolution=rng.choice(resolutions) if resolutions else None) for _ in range(n)]
+        elif spec in ("max", "min"):
+            res = max(resolutions) if spec == "max" and resolutions else (min(resolutions) if resolutions else None)
+            archs.append(space.largest(res) if spec == "max" else space.smallest(res))
+        else:
+            archs.append(space.parse(spec))
+    return archs
+
+
+def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: int | None = None,
+             seed: int = 0, resolution: int | None = None, calib_images: int = 2000, val_size: int = 5000) -> dict:
+    """Top-1 of each arch on a split, BN recalibrated per subnet. Test-split runs are logged."""
+    import datetime as dt
+    import json
+    import statistics
+
+    from ofa_edge.data import load_dataset, make_splits
+    from ofa_edge.space.checkpoint import load_supernet, read_header, supernet_dir
+
+    torch.set_num_threads(int(__import__("os").environ.get("OFA_EDGE_THREADS", "1")))
+    net = load_supernet(supernet)
+    try:
+        trained = read_header(supernet).get("trained_resolutions")
+    except Exception:  # noqa: BLE001 - a preset has no header
+        trained = None
+    resolutions = [resolution] if resolution else trained
+    archs = parse_arch_specs(net.space, arch_specs, seed, resolutions)
+    if resolution:
+        archs = [Arch(resolution, a.stages) for a in archs]
+    ds = load_dataset("fashion-mnist")
+    splits = make_splits(ds, val_size=val_size, seed=0)
+    x, y = (splits.val_x, splits.val_y) if split == "val" else (splits.test_x, splits.test_y)
+    if images:
+        x, y = x[:images], y[:images]
+    calib = calibration_indices(len(splits.train_x), calib_images, 0)
+    data = EvalData.from_arrays(splits.train_x[calib], x, y)
+    rows = [{"arch": str(a), "top1": evaluate_arch(net, net.space.validate(a), data)} for a in archs]
+    result = {"supernet": str(supernet), "space": net.space.id, "split": split, "images": len(x),
+              "bn_calibration_images": calib_images, "archs": rows,
+              "median_top1": statistics.median(r["top1"] for r in rows)}
+    if split == "test":
+        record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result}
+        for folder in (supernet_dir(supernet), Path("runs")):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with open(folder / "test_eval_log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                result["logged_to"] = str(folder / "test_eval_log.jsonl")
+                break
+            except OSError:
+                continue
+    return result

@@ -72,3 +72,23 @@ def randomize_supernet(net, seed: int = 0) -> None:
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.6 - 0.3)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)
+
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def require_fmnist() -> None:
+    require((FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(), "Fashion-MNIST",
+            "apt-get install -y dataset-fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    """One short training run of the CI recipe (ofa-mbv3-ci, 512 images), shared by tests."""
+    require_fmnist()
+    from ofa_edge.train.engine import Trainer
+    from ofa_edge.train.recipe import load_recipe
+
+    out = tmp_path_factory.mktemp("ci-run")
+    summary = Trainer(load_recipe(REPO / "recipes" / "ci-tiny.yaml"), out, progress=False).run()
+    return out, summary

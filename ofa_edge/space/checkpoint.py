@@ -22,6 +22,7 @@ from ofa_edge.space.supernet import OFASupernet
 SCHEMA_VERSION = 1
 HEADER_KEY = "ofa_edge"
 WEIGHTS_NAME = "supernet.safetensors"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "assets" / "default"
 
 
 class CheckpointError(OfaEdgeError):
@@ -107,7 +108,17 @@ def load_state(net: torch.nn.Module, tensors: dict, source: str) -> None:
     net.load_state_dict(tensors, strict=True)
 
 
+def supernet_dir(name_or_path: str | os.PathLike) -> Path:
+    """The folder of a supernet: ``default`` is the one shipped in the package."""
+    if str(name_or_path) == "default":
+        return DEFAULT_DIR
+    path = Path(name_or_path)
+    return path if path.is_dir() else path.parent
+
+
 def _resolve(path: Path) -> Path:
+    if str(path) == "default":
+        path = DEFAULT_DIR
     if path.is_dir():
         path = path / WEIGHTS_NAME
     if not path.is_file():
@@ -119,6 +130,9 @@ def _resolve(path: Path) -> Path:
 def load_supernet(name_or_path: str | os.PathLike, num_classes: int | None = None, **kwargs) -> OFASupernet:
     """A preset name (freshly initialised), a checkpoint path, or a reference OFA ``.pth``."""
     text = str(name_or_path)
+    if text == "default" and not (DEFAULT_DIR / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"the default supernet is missing from this install ({DEFAULT_DIR / WEIGHTS_NAME}); "
+                              "reinstall ofa-edge or pass --supernet PATH")
     if text in PRESETS:
         return OFASupernet(text, num_classes if num_classes is not None else 1000, **kwargs)
     if text.endswith((".pth", ".pt", ".tar")):

@@ -93,6 +93,7 @@ class Trainer:
         self.dist = dist or D.Dist()
         torch.set_num_threads(recipe.threads)
         self._load_data()
+        torch.manual_seed(recipe.seed)  # the same initial weights on every rank and every run
         self.net = OFASupernet(recipe.space, len(self.classes), self.mean, self.std)
         self.net.to(memory_format=torch.channels_last)
         self.space = self.net.space
@@ -378,14 +379,25 @@ class Trainer:
         return ledger.stop(extra_cpu_s=others + self.elapsed["cpu_s"], extra_wall_s=self.elapsed["wall_s"],
                            extra_energy_j=self.elapsed["energy_j"])
 
+    def weight_checksum(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, t in sorted(self.net.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().contiguous().cpu().numpy().tobytes())
+        return h.hexdigest()
+
     def _finish(self, ledger: Ledger) -> dict:
         summary: dict = {}
         entry = self._totals(ledger)
+        checksums = _gather(self.weight_checksum(), self.dist)  # every rank must hold the same weights
         if self.dist.is_main:
             trained = sorted(set(self.recipe.resolutions))
             save_supernet(self.net, self.out / "supernet.safetensors",
                           extra={"trained_resolutions": trained, "recipe": self.recipe.name})
             summary = {"recipe": self.recipe.name, "space": self.space.id, "world": self.dist.world,
+                       "rank_weight_checksums": checksums,
                        "threads_per_process": self.recipe.threads, "trained_resolutions": trained,
                        "ledger": entry.to_json(), **self._epoch_eval()}
             (self.out / "run.json").write_text(json.dumps(summary, indent=2))

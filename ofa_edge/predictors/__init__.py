@@ -1,0 +1,1 @@
+"""Predictors: accuracy (MLP over the arch encoding) and, later, latency. Torch-free at predict time."""

@@ -1,0 +1,40 @@
+"""``ofa-edge predictor fit``: measure subnets on val, fit the MLP, report held-out RMSE and tau."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ofa_edge.ledger import Ledger
+from ofa_edge.predictors.accuracy import fit, score
+from ofa_edge.predictors.collect import choose_archs, measure
+from ofa_edge.space.checkpoint import load_supernet, read_header, supernet_dir
+
+PREDICTOR_NAME = "accuracy_predictor.json"
+DATA_NAME = "accuracy_data.jsonl"
+HOLDOUT_NAME = "accuracy_holdout.jsonl"
+
+
+def fit_predictor(supernet: str, samples: int = 1000, holdout: int = 200, workers: int = 2,
+                  out: str | None = None, seed: int = 0, progress: bool = True) -> dict:
+    ledger = Ledger("predictor fit")
+    folder = Path(out) if out else supernet_dir(supernet)
+    net = load_supernet(supernet)
+    resolutions = read_header(supernet).get("trained_resolutions") or list(net.space.preset.resolutions)
+    train_archs, holdout_archs = choose_archs(net.space, samples, holdout, resolutions, seed)
+    scores = measure(supernet, train_archs + holdout_archs, folder / DATA_NAME, workers=workers, progress=progress)
+    y_train = np.array([scores[str(a)] for a in train_archs])
+    y_hold = np.array([scores[str(a)] for a in holdout_archs])
+    predictor = fit(net.space, train_archs, y_train, seed=seed)
+    entry = ledger.stop()
+    predictor.report = {"train": score(predictor, net.space, train_archs, y_train),
+                        "holdout": score(predictor, net.space, holdout_archs, y_hold),
+                        "resolutions": resolutions, "val_images": 5000, "bn_calibration_images": 2000,
+                        "ledger": entry.to_json()}
+    path = predictor.save(folder / PREDICTOR_NAME)
+    with open(folder / HOLDOUT_NAME, "w") as f:
+        for a, acc in zip(holdout_archs, y_hold):
+            f.write(json.dumps({"arch": str(a), "val_top1": float(acc)}) + "\n")
+    print(entry.line())
+    return {"predictor": str(path), **predictor.report}

@@ -1,0 +1,164 @@
+"""Training: resume is exact, DDP keeps ranks identical, checkpoints are atomic and checked."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import REPO, require_fmnist
+from ofa_edge.errors import OfaEdgeError
+from ofa_edge.train.engine import Trainer, TrainingInterrupted, lr_at
+from ofa_edge.train.recipe import Phase, RecipeError, load_recipe
+
+CI_RECIPE = REPO / "recipes" / "ci-tiny.yaml"
+
+
+def _small_recipe(tmp_path, **changes):
+    data = yaml.safe_load(CI_RECIPE.read_text())
+    data.update(changes)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_recipe(path)
+
+
+def _weights(run_dir):
+    return load_file(str(run_dir / "supernet.safetensors"))
+
+
+def test_ci_run_writes_everything(ci_run):
+    out, summary = ci_run
+    assert (out / "supernet.safetensors").is_file() and (out / "checkpoint" / "state.json").is_file()
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in lines] == ["full", "kernel", "depth-1", "expand-1"]
+    for m in lines:
+        assert 0 <= m["val_top1_largest"] <= 1 and 0 <= m["val_top1_smallest"] <= 1 and m["loss"] > 0
+    ledger = summary["ledger"]
+    assert ledger["wall_s"] > 0 and ledger["cpu_s"] > 0 and ledger["energy_j"] > 0
+    assert summary["trained_resolutions"] == [28, 32]
+    from ofa_edge.space.checkpoint import read_header
+    assert read_header(out)["trained_resolutions"] == [28, 32]
+
+
+def test_resume_mid_epoch_gives_the_same_weights(tmp_path):
+    require_fmnist()
+    recipe = _small_recipe(tmp_path, phases=yaml.safe_load(CI_RECIPE.read_text())["phases"][:3])
+    straight = tmp_path / "straight"
+    Trainer(recipe, straight, progress=False).run()
+
+    interrupted = tmp_path / "interrupted"
+    trainer = Trainer(recipe, interrupted, progress=False)
+    calls = {"n": 0}
+    original = trainer._train_step
+
+    def stop_after_11(*args, **kwargs):  # phase 2 (kernel), epoch 1, step 3 of 8
+        calls["n"] += 1
+        if calls["n"] == 11:
+            trainer._stop = True
+        return original(*args, **kwargs)
+
+    trainer._train_step = stop_after_11
+    with pytest.raises(TrainingInterrupted, match="resume"):
+        trainer.run()
+    state = json.loads((interrupted / "checkpoint" / "state.json").read_text())
+    assert (state["phase"], state["epoch"], state["step"]) == (1, 0, 3)
+    Trainer(recipe, interrupted, resume=True, progress=False).run()
+    a, b = _weights(straight), _weights(interrupted)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_new_run_refuses_an_existing_folder(ci_run):
+    out, _ = ci_run
+    with pytest.raises(OfaEdgeError, match="--resume"):
+        Trainer(load_recipe(CI_RECIPE), out, progress=False)
+
+
+def test_resume_with_another_recipe_is_refused(ci_run, tmp_path):
+    out, _ = ci_run
+    other = _small_recipe(tmp_path, seed=5)
+    with pytest.raises(OfaEdgeError, match="different recipe"):
+        Trainer(other, out, resume=True, progress=False)
+
+
+def test_corrupt_checkpoint_is_one_clear_error(ci_run, tmp_path, run_cli):
+    import shutil
+
+    out, _ = ci_run
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    weights = broken / "checkpoint" / "supernet.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    result = run_cli("train", "--recipe", str(CI_RECIPE), "--resume", str(broken))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "corrupt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigint_leaves_a_usable_checkpoint(tmp_path):
+    """A real SIGINT to a running `ofa-edge train`: one clear line, then --resume finishes."""
+    require_fmnist()
+    recipe = tmp_path / "r.yaml"
+    data = yaml.safe_load(CI_RECIPE.read_text())
+    data["phases"][0]["epochs"] = 3
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    exe = [sys.executable, "-m", "ofa_edge.cli", "train", "--recipe", str(recipe)]
+    proc = subprocess.Popen([*exe, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["phase"] == 0 and state["epoch"] >= 1
+    done = subprocess.run([*exe, "--resume", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "supernet.safetensors").is_file()
+
+
+def test_ddp_two_processes_keep_identical_weights(tmp_path):
+    require_fmnist()
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "ofa_edge.train", "--recipe", str(CI_RECIPE), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["world"] == 2
+    sums = summary["rank_weight_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    # the global batch is split: each rank saw half of each step's images
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == 4
+
+
+def test_lr_schedule_warms_up_then_decays():
+    phase = Phase(name="p", epochs=2, lr=0.1, warmup_epochs=0.5, kernel=[7], expand=[6], depth=[4])
+    lrs = [lr_at(phase, s, 10) for s in range(20)]
+    assert lrs[0] < lrs[4] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:])) and lrs[-1] < 0.01
+
+
+def test_bad_recipe_is_a_clear_error(tmp_path):
+    data = yaml.safe_load(CI_RECIPE.read_text())
+    data["phases"][1]["kernel"] = [3, 9]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match=r"phases\[1\].kernel: \[9\] not in space ofa-mbv3-ci"):
+        load_recipe(path)
+    data = yaml.safe_load(CI_RECIPE.read_text())
+    data["learning_rate"] = 1
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match="learning_rate"):
+        load_recipe(path)
