@@ -85,7 +85,7 @@ def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: i
     import statistics
 
     from ofa_edge.data import load_dataset, make_splits
-    from ofa_edge.space.checkpoint import load_supernet, read_header, supernet_dir
+    from ofa_edge.space.checkpoint import DEFAULT_DIR, load_supernet, read_header, supernet_dir
 
     torch.set_num_threads(int(__import__("os").environ.get("OFA_EDGE_THREADS", "1")))
     net = load_supernet(supernet)
@@ -110,7 +110,8 @@ def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: i
               "median_top1": statistics.median(r["top1"] for r in rows)}
     if split == "test":
         record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result}
-        for folder in (supernet_dir(supernet), Path("runs")):
+        folders = [supernet_dir(supernet)] if supernet_dir(supernet) != DEFAULT_DIR else []
+        for folder in (*folders, Path("runs")):  # never write into the installed package
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 with open(folder / "test_eval_log.jsonl", "a") as f:

@@ -71,3 +71,19 @@ def barrier(d: Dist) -> None:
 def shutdown(d: Dist) -> None:
     if d.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def average_buffers(module: torch.nn.Module, d: Dist) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks, so every rank
+    and the checkpoint hold the same statistics (each rank estimated them on its own shard)."""
+    if not d.active:
+        return
+    bufs = [b for b in module.buffers() if b.is_floating_point()]
+    flat = torch.cat([b.reshape(-1) for b in bufs])
+    dist.all_reduce(flat)
+    flat.div_(d.world)
+    offset = 0
+    for b in bufs:
+        n = b.numel()
+        b.copy_(flat[offset:offset + n].view_as(b))
+        offset += n

@@ -263,6 +263,7 @@ class Trainer:
                         f"interrupted at phase {phase.name}, epoch {epoch + 1}, step {step + 1}/{spe}; "
                         f"checkpoint written; continue with: ofa-edge train --recipe ... --resume {self.out}")
             self._close_bar(bar)
+            D.average_buffers(self.net, self.dist)
             self.pos = Position(phase_i, epoch + 1, 0) if epoch + 1 < phase.epochs else Position(phase_i + 1, 0, 0)
             self.rng_states = None
             metrics = {"phase": phase.name, "epoch": epoch + 1, "epochs": phase.epochs,
