@@ -10,7 +10,7 @@ import torch
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.bn import recalibrate_bn
 from ofa_edge.space.supernet import OFASupernet
-from ofa_edge.train.augment import to_input
+from ofa_edge.data.tensors import to_model_input
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, resolution: i
     model.eval()
     correct = 0
     for i in range(0, len(x), batch):
-        logits = model(to_input(x[i:i + batch], resolution))
+        logits = model(to_model_input(x[i:i + batch], resolution))
         correct += int((logits.argmax(1) == y[i:i + batch]).sum())
     return correct / max(1, len(x))
 
@@ -41,7 +41,7 @@ def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, resolution: i
 def calibrated_subnet(net: OFASupernet, arch: Arch, calib_x: torch.Tensor, batch: int = 500) -> torch.nn.Module:
     """The plain subnet for ``arch`` with BN statistics re-estimated on ``calib_x``."""
     sub = net.extract(arch).to(memory_format=torch.channels_last)
-    recalibrate_bn(sub, (to_input(calib_x[i:i + batch], arch.resolution) for i in range(0, len(calib_x), batch)))
+    recalibrate_bn(sub, (to_model_input(calib_x[i:i + batch], arch.resolution) for i in range(0, len(calib_x), batch)))
     return sub
 
 

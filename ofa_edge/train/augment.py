@@ -32,14 +32,3 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad_crop: int = 2, hfli
         mask = (my[:, :, None] & mx[:, None, :] & hit[:, None, None])[:, None]
         x = x.masked_fill(mask, 0.0)
     return x
-
-
-def to_input(x_uint8: torch.Tensor, resolution: int) -> torch.Tensor:
-    """(N, H, W, 1 or 3) uint8 -> (N, 3, R, R) float [0, 1], channels_last."""
-    x = x_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-1] != resolution:
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                          antialias=resolution < x.shape[-1])
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return x.contiguous(memory_format=torch.channels_last)

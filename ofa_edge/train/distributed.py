@@ -44,14 +44,8 @@ def average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
     if not d.active:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat.div_(d.world)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
+    for p, mean in zip(params, _mean_over_ranks(grads, d)):
+        p.grad = mean
 
 
 def any_rank(flag: bool, d: Dist) -> bool:
@@ -79,11 +73,17 @@ def average_buffers(module: torch.nn.Module, d: Dist) -> None:
     if not d.active:
         return
     bufs = [b for b in module.buffers() if b.is_floating_point()]
-    flat = torch.cat([b.reshape(-1) for b in bufs])
+    for b, mean in zip(bufs, _mean_over_ranks(bufs, d)):
+        b.copy_(mean)
+
+
+def _mean_over_ranks(tensors: list[torch.Tensor], d: Dist) -> list[torch.Tensor]:
+    """The element-wise mean of each tensor over ranks, in one flat all-reduce."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat.div_(d.world)
-    offset = 0
-    for b in bufs:
-        n = b.numel()
-        b.copy_(flat[offset:offset + n].view_as(b))
-        offset += n
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset:offset + t.numel()].view_as(t).clone())
+        offset += t.numel()
+    return out

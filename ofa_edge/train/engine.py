@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ofa_edge.data import load_dataset, make_splits
+from ofa_edge.data.tensors import resize_float
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.evaluate import EvalData, calibration_indices, evaluate_arch
 from ofa_edge.ledger import Ledger
@@ -139,10 +140,7 @@ class Trainer:
         idx = order[start:start + b]
         x = self.train_x[idx].permute(0, 3, 1, 2).float().div_(255.0)
         a = self.recipe.augment
-        x = augment_batch(x, gen, a.pad_crop, a.hflip, a.erase)
-        if x.shape[-1] != resolution:
-            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                              antialias=resolution < x.shape[-1])
+        x = resize_float(augment_batch(x, gen, a.pad_crop, a.hflip, a.erase), resolution)
         x = x.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
         return x, self.train_y[idx]
 
