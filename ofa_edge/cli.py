@@ -138,6 +138,17 @@ def _cmd_predictor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_devices_check(args: argparse.Namespace) -> int:
+    from ofa_edge.devices.check import check_device, format_report
+    from ofa_edge.devices.spec import load_spec, resolve_spec_path
+
+    report = check_device(load_spec(resolve_spec_path(args.spec)))
+    print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
+    if not report.ready:
+        raise OfaEdgeError(f"device {report.spec} is not ready: {report.problems[0]}")
+    return 0
+
+
 # ---------------------------------------------------------------- not built yet
 
 
@@ -224,9 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dv = _sub(sub, "devices", "check that a device is reachable and ready",
               "ofa-edge devices check --spec device_specs/raspberry_pi4.yaml")
-    dv.add_argument("action", nargs="?", choices=["check"], default="check")
-    dv.add_argument("--spec", help="device spec")
-    dv.set_defaults(func=_not_built("[4/7]"))
+    dv.add_argument("action", choices=["check"])
+    dv.add_argument("--spec", required=True, help="device spec (a path, or a shipped spec's name)")
+    dv.add_argument("--json", action="store_true", help="print the report as JSON")
+    dv.set_defaults(func=_cmd_devices_check)
 
     b = _sub(sub, "bench", "time candidate blocks and whole subnets on the device",
              "ofa-edge bench --spec device_specs/jetson_nano.yaml --quick")

@@ -385,6 +385,9 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
             if getattr(c, key) is not None:
                 out.append(f"connection.{key}: only used with transport ssh (transport is {c.transport})")
 
+    if spec.device.python == "host" and c.transport != "local":
+        out.append("device.python: 'host' (this machine's Python) only works with transport local")
+
     # runtime and precision
     supported = PRECISIONS_BY_RUNTIME[r.name]
     if spec.precision not in supported:
