@@ -162,3 +162,31 @@ def test_bad_recipe_is_a_clear_error(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match="learning_rate"):
         load_recipe(path)
+
+
+def test_sandwich_rule_trains_and_validates(tmp_path):
+    require_fmnist()
+    phases = [{"name": "sandwich", "epochs": 1, "lr": 0.05, "kernel": [3, 5, 7], "expand": [3, 4, 6],
+               "depth": [2, 3, 4], "subnets_per_step": 3, "rule": "sandwich", "kd_ratio": 1.0}]
+    recipe = _small_recipe(tmp_path, phases=phases)
+    trainer = Trainer(recipe, tmp_path / "sw", progress=False)
+    seen = []
+    original = trainer.net.set_active
+
+    def record(arch):
+        seen.append(arch)
+        return original(arch)
+
+    trainer.net.set_active = record
+    trainer.run()
+    space = trainer.space
+    # each step: the largest, then the smallest, then one random subnet (at the step's resolution)
+    assert seen[0] == space.largest(seen[0].resolution) and seen[1] == space.smallest(seen[1].resolution)
+    assert seen[3] == space.largest(seen[3].resolution)
+    assert trainer.teacher is None  # in-place distillation: no separate teacher
+    bad = tmp_path / "bad.yaml"
+    data = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
+    data["phases"][0]["subnets_per_step"] = 1
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match="needs at least 2"):
+        load_recipe(bad)

@@ -101,6 +101,9 @@ def _check_against_space(recipe: Recipe, path: Path) -> None:
             bad = [v for v in getattr(phase, key) if v not in allowed]
             if bad:
                 raise RecipeError(f"{path}: phases[{i}].{key}: {bad} not in space {preset.id} ({list(allowed)})")
+        if phase.rule == "sandwich" and phase.subnets_per_step < 2:
+            raise RecipeError(f"{path}: phases[{i}].subnets_per_step: the sandwich rule trains the largest and "
+                              "the smallest subnet each step, so it needs at least 2")
     bad = [r for r in (*recipe.resolutions, recipe.eval_resolution) if r not in preset.resolutions]
     if bad:
         raise RecipeError(f"{path}: resolutions {bad} not in space {preset.id} ({list(preset.resolutions)})")
