@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ofa_edge.devices.runner import PROTOCOL_VERSION, RUNNER_PATH
-from ofa_edge.devices.runner.package import build_zipapp, parse_answer, runner_source
+from ofa_edge.devices.runner_host import build_zipapp, parse_answer, runner_source
 from ofa_edge.errors import OfaEdgeError
 
 RUNTIMES = {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime"}
@@ -181,7 +181,7 @@ def test_source_is_python38_and_imports_only_stdlib_numpy_and_runtimes():
 
 def test_package_init_stays_light():
     code = ("import sys\nfor n in ('torch', 'tensorflow', 'onnxruntime'): sys.modules[n] = None\n"
-            "import ofa_edge.devices.runner as r, ofa_edge.devices.runner.package\n"
+            "import ofa_edge.devices.runner as r, ofa_edge.devices.runner_host\n"
             "print(r.PROTOCOL_VERSION, r.RUNNER_PATH.is_file())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

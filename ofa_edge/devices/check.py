@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ofa_edge.devices.runner import RUNNER_PATH
-from ofa_edge.devices.runner.package import parse_answer
+from ofa_edge.devices.runner_host import parse_answer
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.transports import make_transport, remote_path_join
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ofa_edge.errors import OfaEdgeError
 
-from . import PROTOCOL_VERSION, RUNNER_PATH
+from ofa_edge.devices.runner import PROTOCOL_VERSION, RUNNER_PATH
 
 
 def runner_source() -> str:
