@@ -4,40 +4,27 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from ofa_edge.ledger import machine_info as ledger_machine_info
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine (from ofa_edge.ledger), the date and the versions that matter."""
     versions = {}
     for dist in ("ofa-edge", "torch", "numpy", "onnxruntime", "tensorflow", "ai-edge-litert"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "versions": versions,
-    }
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **ledger_machine_info(), "versions": versions}
 
 
 def write_results(name: str, figures: dict, settings: dict) -> Path:

@@ -1,6 +1,7 @@
 """Scoring subnets: extract, recalibrate BN on training images, top-1 on a split."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: i
     from ofa_edge.data import load_dataset, make_splits
     from ofa_edge.space.checkpoint import DEFAULT_DIR, load_supernet, read_header, supernet_dir
 
-    torch.set_num_threads(int(__import__("os").environ.get("OFA_EDGE_THREADS", "1")))
+    torch.set_num_threads(int(os.environ.get("OFA_EDGE_THREADS", "1")))
     net = load_supernet(supernet)
     try:
         trained = read_header(supernet).get("trained_resolutions")

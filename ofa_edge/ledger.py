@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import platform
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -76,3 +77,17 @@ class Ledger:
             energy, source = cpu * watts, f"model {watts:g} W/core"
         grid = float(os.environ.get("OFA_EDGE_GRID_G_PER_KWH", "400"))
         return LedgerEntry(self.command, wall, cpu, energy, source, energy / 3.6e6 * grid)
+
+
+def machine_info() -> dict:
+    """This machine, for reports: platform, Python, CPU model and core count."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cores": os.cpu_count(), "host": platform.node()}

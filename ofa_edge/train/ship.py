@@ -8,13 +8,13 @@ against the targets. Every test evaluation is logged in the report.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import statistics
 import sys
 from pathlib import Path
 
 from ofa_edge.evaluate import run_eval
+from ofa_edge.ledger import machine_info
 from ofa_edge.space.checkpoint import DEFAULT_DIR, WEIGHTS_NAME
 
 TARGETS = {"largest": 0.930, "smallest": 0.910, "median_random20": 0.920}
@@ -37,8 +37,7 @@ def ship(run: Path) -> dict:
         "recipe": recipe,
         "ledger": run_info["ledger"],
         "processes": run_info["world"],
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu": _cpu_model(), "cores": __import__("os").cpu_count()},
+        "machine": machine_info(),
         "val_history": metrics,
         "accuracy_predictor": predictor["report"],
         "test": {"images": evals[0]["images"], "largest": largest, "smallest": smallest,
@@ -52,16 +51,6 @@ def ship(run: Path) -> dict:
         shutil.copy2(run / name, DEFAULT_DIR / name)
     (DEFAULT_DIR / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
