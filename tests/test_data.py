@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import sys
 
 import numpy as np
@@ -24,20 +23,16 @@ from ofa_edge.data import (
     train_val_split,
     write_idx,
 )
+from conftest import require
 from ofa_edge.errors import DataError
-
-MISSING_REASON = "Fashion-MNIST missing under CI: apt-get install -y dataset-fashion-mnist"
-
 
 @pytest.fixture(scope="module")
 def fmnist() -> Dataset:
-    """The real Fashion-MNIST; skipped when absent (a failure under CI)."""
+    """The real Fashion-MNIST; a missing dataset skips, and fails under CI (conftest.require)."""
     try:
         return load_fashion_mnist()
     except DatasetNotFound:
-        if os.environ.get("CI") == "true":
-            pytest.fail(MISSING_REASON)
-        pytest.skip(MISSING_REASON)
+        require(False, "Fashion-MNIST", "apt-get install -y dataset-fashion-mnist")
 
 
 # ------------------------------------------------------------- real Fashion-MNIST
