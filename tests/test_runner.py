@@ -78,6 +78,10 @@ TF_SCRIPT = textwrap.dedent("""
     h = tf.keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
     h = tf.keras.layers.GlobalAveragePooling2D()(h)
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(10)(h))
+    # Weights from numpy, not Keras' initialisers, so that every machine builds the same model;
+    # the conv sees the channel means (positive and negative weights), so predictions vary.
+    model.set_weights([(rng.normal(size=w.shape) if w.ndim > 1 else np.zeros(w.shape))
+                       .astype(np.float32) for w in model.get_weights()])
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     open(sys.argv[1], "wb").write(converter.convert())
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
