@@ -25,16 +25,18 @@ def choose_opset(runtime_max_opset: int | None) -> int:
     return opset
 
 
-def export_onnx(model: torch.nn.Module, resolution: int, path: str | os.PathLike,
+def export_onnx(model: torch.nn.Module, resolution: int | tuple[int, ...], path: str | os.PathLike,
                 runtime_max_opset: int | None = None) -> int:
-    """Export ``model`` (eval mode) for (1, 3, R, R) inputs to ``path``; return the opset used."""
+    """Export ``model`` (eval mode) for (1, 3, R, R) inputs, or for the NCHW shape given as a
+    tuple, to ``path``; return the opset used."""
     import onnx
 
     opset = choose_opset(runtime_max_opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = torch.rand(1, 3, resolution, resolution)
+    shape = tuple(resolution) if isinstance(resolution, (tuple, list)) else (1, 3, resolution, resolution)
+    example = torch.rand(*shape)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
     os.close(fd)
     try:

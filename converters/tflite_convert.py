@@ -33,13 +33,14 @@ def onnx2tf_version() -> str:
 
 def onnx_to_tflite(onnx_path: str | os.PathLike, out_path: str | os.PathLike, precision: str,
                    calibration: np.ndarray) -> Path:
-    """Convert ``onnx_path`` to ``out_path`` (.tflite). ``calibration``: float32 NHWC [0, 1]
-    images at the model's resolution (used for int8 calibration and onnx2tf's checks)."""
+    """Convert ``onnx_path`` to ``out_path`` (.tflite). ``calibration``: float32 NHWC data at the
+    model's input shape: [0, 1] images for a whole model, activations for a block (used for int8
+    calibration and onnx2tf's checks)."""
     if precision not in QUANTIZATION_MODES:
         raise ConversionError(f"unknown TFLite precision {precision!r} (use {', '.join(QUANTIZATION_MODES)})")
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
-    if calibration.ndim != 4 or calibration.shape[-1] != 3:
-        raise ConversionError(f"calibration images must be NHWC with 3 channels, got {calibration.shape}")
+    if calibration.ndim != 4:
+        raise ConversionError(f"calibration data must be NHWC, got shape {calibration.shape}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=out_path.parent))
@@ -61,19 +62,20 @@ def _run_onnx2tf(onnx_path: Path, work: Path, precision: str, calibration: np.nd
     calib_file = work / "calibration.npy"
     np.save(calib_file, calibration)
     sample = calibration[:20]
+    channels = calibration.shape[-1]
     kwargs = dict(input_onnx_file_path=str(onnx_path), output_folder_path=str(work / "out"),
                   non_verbose=True, verbosity="error")
     if precision == "int8":
         kwargs.update(output_integer_quantized_tflite=True, quant_type="per-channel",
                       input_quant_dtype="int8", output_quant_dtype="int8",
                       custom_input_op_name_np_data_path=[["input", str(calib_file),
-                                                          np.zeros((1, 1, 1, 3), np.float32),
-                                                          np.ones((1, 1, 1, 3), np.float32)]])
+                                                          np.zeros((1, 1, 1, channels), np.float32),
+                                                          np.ones((1, 1, 1, channels), np.float32)]])
     original = core.download_test_image_data
     core.download_test_image_data = lambda: sample  # offline: never fetch onnx2tf's sample images
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with _native_stderr_to(work / "native.log"), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             onnx2tf.convert(**kwargs)
     except SystemExit as exc:  # onnx2tf calls sys.exit(1) on some errors
         raise ConversionError(f"onnx2tf failed on {onnx_path.name} (exit {exc.code}): {_last_line(log)}") from None
@@ -87,6 +89,22 @@ def _run_onnx2tf(onnx_path: Path, work: Path, precision: str, calibration: np.nd
     if not produced.is_file():
         raise ConversionError(f"onnx2tf wrote no {name} for {onnx_path.name}: {_last_line(log)}")
     return produced
+
+
+@contextlib.contextmanager
+def _native_stderr_to(path: Path):
+    """Send file descriptor 2 to ``path`` meanwhile: TensorFlow's C++ side logs there directly."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "wb") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _last_line(log: io.StringIO) -> str:

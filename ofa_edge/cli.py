@@ -149,6 +149,23 @@ def _cmd_devices_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ofa_edge.devices.bench import BenchOptions, run_bench
+    from ofa_edge.devices.spec import load_spec, resolve_spec_path
+
+    spec = load_spec(resolve_spec_path(args.spec))
+    options = BenchOptions(quick=args.quick, subnets=args.subnets, resolutions=args.resolution,
+                           kernels=args.kernels, expands=args.expands, supernet=args.supernet,
+                           out=Path(args.out), cache=Path(args.cache) if args.cache else None, seed=args.seed,
+                           break_lock=args.break_lock, progress=not args.no_progress and sys.stderr.isatty())
+    result = run_bench(spec, options)
+    print(f"measured {result.measured_now} models now ({result.converted_now} converted, {result.from_cache} "
+          f"from the cache); {result.blocks} blocks and {result.subnets} whole subnets in {result.folder}")
+    return 0
+
+
 # ---------------------------------------------------------------- not built yet
 
 
@@ -240,11 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--json", action="store_true", help="print the report as JSON")
     dv.set_defaults(func=_cmd_devices_check)
 
-    b = _sub(sub, "bench", "time candidate blocks and whole subnets on the device",
-             "ofa-edge bench --spec device_specs/jetson_nano.yaml --quick")
-    b.add_argument("--spec", help="device spec")
-    b.add_argument("--quick", action="store_true")
-    b.set_defaults(func=_not_built("[4/7]"))
+    b = _sub(sub, "bench", "time candidate blocks and whole subnets on the device (resumable)",
+             "ofa-edge bench --spec device_specs/jetson_nano.yaml --quick\n"
+             "  ofa-edge bench --spec device_specs/local.yaml --subnets 100 --out runs")
+    b.add_argument("--spec", required=True, help="device spec (a path, or a shipped spec's name)")
+    b.add_argument("--quick", action="store_true",
+                   help=f"at most 2 resolutions, at most 40 whole subnets, fewer repeats")
+    b.add_argument("--supernet", default="default", help="a run folder, a checkpoint, 'default' or a preset")
+    b.add_argument("--subnets", type=_non_negative_int, help="random whole subnets besides the largest and "
+                   "smallest (default 100; 38 with --quick)")
+    b.add_argument("--resolution", type=int, action="append", help="measure at this resolution (repeatable; "
+                   "default: the supernet's trained resolutions inside the spec's budget range)")
+    b.add_argument("--kernels", type=_int_list, help="restrict the coverage to these kernels, e.g. 3,5")
+    b.add_argument("--expands", type=_int_list, help="restrict the coverage to these expand ratios, e.g. 3,6")
+    b.add_argument("--out", default="runs", help="results go to OUT/<spec name>/<space id>/ (default runs)")
+    b.add_argument("--cache", help="converted-model cache (default $OFA_EDGE_CACHE or ~/.cache/ofa-edge/models)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random whole subnets")
+    b.add_argument("--break-lock", action="store_true", help="take the device's bench lock even if held")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_bench)
 
     se = _sub(sub, "search", "find the most accurate subnet within the device's budgets",
               "ofa-edge search --spec device_specs/raspberry_pi4.yaml --latency-ms 8")
@@ -266,6 +297,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full", action="store_true")
     r.set_defaults(func=_not_built("[7/7]"))
     return p
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def _positive_number(text: str) -> float:

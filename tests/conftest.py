@@ -92,3 +92,69 @@ def ci_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ci-run")
     summary = Trainer(load_recipe(REPO / "recipes" / "ci-tiny.yaml"), out, progress=False).run()
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory):
+    """One real sshd on loopback for the whole session (tests/sshd.py). Do not stop or re-key
+    it: use sshd.start_sshd for a server of your own."""
+    from sshd import require_sshd, start_sshd
+
+    require_sshd()
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+COLD_CACHE = UNDER_CI or not os.environ.get("OFA_EDGE_TEST_CACHE")
+
+# The one bench of the suite: the tiny CI space (one resolution, kernels {3, 7}, expands {3, 6}:
+# 25 blocks) plus 12 whole subnets, int8 TFLite, over the real sshd. Its converted models fill the
+# one block cache that every later bench in the suite reuses.
+CI_BENCH = dict(supernet="ofa-mbv3-ci", resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10,
+                batch=8, progress=False)
+# A work dir with a space and both quotes: every remote path must be quoted.
+AWKWARD_DIR = "dev ice's \"work\" dir"
+
+
+def bench_spec_yaml(path: Path, connection: dict, work_dir: str, name: str = "ci-device") -> Path:
+    """A device spec for this machine's runtimes (TFLite full-int8 on one thread)."""
+    import yaml
+
+    spec = {"schema_version": 1, "name": name, "kind": "cpu",
+            "hardware": {"cores": os.cpu_count() or 1, "clock_mhz": 2445},
+            "connection": connection,
+            "runtime": {"name": "tflite", "version": "2.1.0", "delegate": "xnnpack", "threads": 1},
+            "precision": "int8",
+            "device": {"python": sys.executable, "work_dir": work_dir},
+            "budgets": {"resolution": [28, 32]},
+            "measure": {"warmup": 3, "repeats": 3, "runs_per_repeat": 10}}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def block_cache(tmp_path_factory) -> Path:
+    """The suite's one converted-model cache: cold in every run, unless a developer points
+    OFA_EDGE_TEST_CACHE at a folder to keep it between runs (outside CI only; the first bench
+    then converts nothing, and COLD_CACHE tells the tests so)."""
+    kept = os.environ.get("OFA_EDGE_TEST_CACHE")
+    if kept and not UNDER_CI:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return Path(kept)
+    return tmp_path_factory.mktemp("block-cache")
+
+
+@pytest.fixture(scope="session")
+def ci_bench(tmp_path_factory, sshd_server, block_cache):
+    """(spec, options, result, log) of one bench over the real sshd, from a cold cache."""
+    from ofa_edge.devices.bench import BenchOptions, run_bench
+    from ofa_edge.devices.spec import load_spec
+
+    root = tmp_path_factory.mktemp("ci-bench")
+    spec = load_spec(bench_spec_yaml(root / "ci-ssh.yaml", sshd_server.connection(),
+                                     f"{sshd_server.home}/{AWKWARD_DIR}", name="ci-ssh"))
+    log: list[str] = []
+    options = BenchOptions(**CI_BENCH, out=root / "runs", cache=block_cache, log=log.append)
+    result = run_bench(spec, options)
+    return spec, options, result, log

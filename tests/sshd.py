@@ -1,6 +1,6 @@
 """A real OpenSSH server on 127.0.0.1 for integration tests (DESIGN.md §10).
 
-    from sshd import sshd_server          # session-scoped fixture: one shared server
+    sshd_server                           # session-scoped fixture in conftest.py: one shared server
     from sshd import start_sshd           # your own server (to stop, restart or re-key it)
 
     with start_sshd(tmp_path) as server:
@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 
 from conftest import require
 
@@ -280,12 +279,3 @@ def start_sshd(tmp_dir: str | os.PathLike, port: int | None = None) -> SshdServe
         server.known_hosts.chmod(0o600)
         return server
     raise AssertionError("unreachable")
-
-
-@pytest.fixture(scope="session")
-def sshd_server(tmp_path_factory):
-    """One sshd for the whole session. Do not stop or re-key it: use start_sshd for that."""
-    require_sshd()
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()

@@ -7,7 +7,6 @@ import sys
 import yaml
 
 from conftest import REPO
-from sshd import sshd_server  # noqa: F401  (session fixture: a real sshd)
 from ofa_edge.devices.check import check_device
 from ofa_edge.devices.spec import load_spec
 
@@ -34,7 +33,7 @@ def test_local_device_is_ready(run_cli):
     assert Path(report["info"]["python"]["executable"]).parent == Path(sys.executable).parent  # python: host
 
 
-def test_ssh_device_is_ready_and_cleaned(sshd_server, tmp_path):  # noqa: F811
+def test_ssh_device_is_ready_and_cleaned(sshd_server, tmp_path):
     spec = load_spec(_ssh_spec(tmp_path, sshd_server))
     report = check_device(spec)
     assert report.ready, report.problems
@@ -43,7 +42,7 @@ def test_ssh_device_is_ready_and_cleaned(sshd_server, tmp_path):  # noqa: F811
     assert work.is_dir() and not list(work.iterdir()), "the pushed runner is removed afterwards"
 
 
-def test_unknown_host_key_is_refused_with_one_line(sshd_server, tmp_path, run_cli):  # noqa: F811
+def test_unknown_host_key_is_refused_with_one_line(sshd_server, tmp_path, run_cli):
     empty = tmp_path / "known_hosts_empty"
     empty.write_text("")
     spec = _ssh_spec(tmp_path, sshd_server, known_hosts=str(empty))

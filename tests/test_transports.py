@@ -26,7 +26,7 @@ from ofa_edge.devices.transports import (
     to_shell,
 )
 from ofa_edge.errors import OfaEdgeError
-from sshd import SshdServer, require_sshd, sshd_server, start_sshd  # noqa: F401 - fixture
+from sshd import SshdServer, require_sshd, start_sshd
 
 WEIRD = "dir with 'quotes' and \"dq\" $HOME `x`"
 

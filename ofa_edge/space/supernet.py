@@ -95,7 +95,7 @@ class OFASupernet(nn.Module):
         blocks = []
         for s, stage in enumerate(arch.stages):
             for block, (k, e) in zip(self.stage_blocks(s), stage):
-                blocks.append(_extract_block(block, k, e))
+                blocks.append(extract_block(block, k, e))
         sub = SubNet(copy.deepcopy(self.input_norm), copy.deepcopy(self.stem), copy.deepcopy(self.first_block),
                      blocks, copy.deepcopy(self.head), str(arch), self.space.id)
         return sub.train(self.training)
@@ -121,7 +121,7 @@ def _copy_bn(src: DynamicBatchNorm2d, dst: nn.BatchNorm2d, channels: int) -> Non
     dst.eps, dst.momentum = src.eps, src.momentum
 
 
-def _extract_block(block: DynamicMBConv, kernel: int, expand: int) -> MBConv:
+def extract_block(block: DynamicMBConv, kernel: int, expand: int) -> MBConv:
     mid = block.mid_channels(expand)
     se_mid = block.se.mid_channels(mid) if block.se is not None else None
     out = MBConv(block.in_channels, mid, block.out_channels, kernel, block.stride, block.act_name, se_mid)

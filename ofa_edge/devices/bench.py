@@ -1,0 +1,507 @@
+"""``ofa-edge bench``: time every candidate block and whole subnets on the device.
+
+The steps: plan what to measure (the coverage: resolutions, kernels, expands), connect, read
+the device identity with ``runner info``, take the device lock, then in batches convert (or
+take from the cache), push, time (interleaved within each batch) and store every result in
+SQLite at once. A dropped link or Ctrl-C loses nothing: run the same command again and it
+measures only what is missing. At the end ``blocks.json`` and ``subnets.json`` are written
+atomically under ``<out>/<spec name>/<space id>/`` and the remote work dir is cleaned.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shlex
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from converters import FORMATS, Format, format_for
+from ofa_edge.devices.blocks import BlockKey, arch_blocks, candidate_blocks
+from ofa_edge.devices.check import device_python
+from ofa_edge.devices.modelcache import ModelCache
+from ofa_edge.devices.runner import RUNNER_PATH
+from ofa_edge.devices.runner_host import parse_answer
+from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.devices.store import MeasurementStore
+from ofa_edge.devices.transports import ConnectError, Transport, TransportError, make_transport, remote_path_join
+from ofa_edge.errors import OfaEdgeError
+from ofa_edge.fileio import write_json_atomic
+from ofa_edge.space.arch import Arch
+from ofa_edge.space.searchspace import SearchSpace
+
+SCHEMA_VERSION = 1
+QUICK_MAX_RESOLUTIONS = 2
+QUICK_MAX_SUBNETS = 40
+DEFAULT_SUBNETS = 100
+_ACTIVE_LOCKS: set[str] = set()  # lock tokens held by benches running in this process
+
+
+class BenchError(OfaEdgeError):
+    """A bench could not go on; what was measured so far is kept."""
+
+
+@dataclass
+class BenchOptions:
+    quick: bool = False
+    subnets: int | None = None           # random whole subnets (plus the largest and smallest)
+    resolutions: list[int] | None = None
+    kernels: list[int] | None = None     # restrict the coverage (default: all of the space)
+    expands: list[int] | None = None
+    supernet: str = "default"
+    out: Path = Path("runs")
+    cache: Path | None = None
+    seed: int = 0
+    batch: int = 16                      # models per runner call (interleaved with each other)
+    break_lock: bool = False
+    progress: bool = True
+    log: Callable[[str], None] = print
+    after_batch: Callable[[int], None] | None = None  # called with the count stored so far (tests)
+
+
+@dataclass
+class BenchResult:
+    folder: Path
+    identity: str
+    blocks: int
+    subnets: int
+    measured_now: int
+    converted_now: int
+    from_cache: int
+    seconds: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- planning
+
+def plan_resolutions(space: SearchSpace, trained: list[int] | None, spec: DeviceSpec,
+                     requested: list[int] | None, quick: bool) -> list[int]:
+    """The resolutions to measure: asked for, or those the supernet was trained at within the
+    spec's budget range; ``--quick`` keeps at most two (the smallest and the largest)."""
+    allowed = list(space.preset.resolutions)
+    if requested:
+        bad = [r for r in requested if r not in allowed]
+        if bad:
+            raise BenchError(f"resolutions {bad} are not in space {space.id} ({allowed})")
+        chosen = sorted(set(requested))
+    else:
+        chosen = sorted(set(trained or allowed) & set(allowed))
+        if spec.budgets and spec.budgets.resolution:
+            lo, hi = spec.budgets.resolution
+            inside = [r for r in chosen if lo <= r <= hi]
+            if not inside:
+                raise BenchError(f"no resolution the supernet knows ({chosen}) is inside the spec's "
+                                 f"budgets.resolution {[lo, hi]}; widen the range or pass --resolution")
+            chosen = inside
+    if quick and len(chosen) > QUICK_MAX_RESOLUTIONS:
+        chosen = [chosen[0], chosen[-1]]
+    return chosen
+
+
+def coverage_space(space: SearchSpace, resolutions: list[int], kernels: list[int] | None,
+                   expands: list[int] | None) -> SearchSpace:
+    """The part of ``space`` a bench covers (same id; search and deploy stay inside it)."""
+    p = space.preset
+    for name, values, allowed in (("kernel", kernels, p.kernel_choices), ("expand", expands, p.expand_choices)):
+        if values and not set(values) <= set(allowed):
+            raise BenchError(f"{name} choices {sorted(values)} are not all in space {space.id} {list(allowed)}")
+    return SearchSpace(dataclasses.replace(
+        p, resolutions=tuple(resolutions),
+        kernel_choices=tuple(sorted(kernels)) if kernels else p.kernel_choices,
+        expand_choices=tuple(sorted(expands)) if expands else p.expand_choices))
+
+
+def arch_hash(arch: Arch) -> str:
+    return hashlib.sha256(str(arch).encode()).hexdigest()
+
+
+def plan_subnets(space: SearchSpace, n: int, seed: int) -> list[dict]:
+    """The largest and smallest archs plus ``n`` distinct random ones, each with its role.
+
+    The validation share is chosen by arch hash before anything is measured: the random
+    subnets with the smallest hashes, 30% of them and at least 30 when there are 60 or more.
+    [5/7] fits the latency calibration on the others only.
+    """
+    fixed = [space.largest(), space.smallest()]
+    seen, random_archs = {str(a) for a in fixed}, []
+    for arch in space.sample_many(n * 4 + 8, seed=seed):  # a few spares: duplicates are skipped
+        if len(random_archs) == n:
+            break
+        if str(arch) not in seen:
+            seen.add(str(arch))
+            random_archs.append(arch)
+    n_val = min(max(30, math.ceil(0.3 * len(random_archs))), len(random_archs) // 2)
+    validation = {str(a) for a in sorted(random_archs, key=arch_hash)[:n_val]}
+    rows = [{"arch": str(a), "role": "calibration", "kind": k} for a, k in zip(fixed, ("largest", "smallest"))]
+    rows += [{"arch": str(a), "role": "validation" if str(a) in validation else "calibration", "kind": "random"}
+             for a in random_archs]
+    return rows
+
+
+# ---------------------------------------------------------------- device identity and lock
+
+def device_identity(spec: DeviceSpec, info: dict, fmt: Format) -> dict:
+    """What a latency table is valid for (DESIGN.md §6)."""
+    r = spec.runtime
+    runtimes = info.get("runtimes", {})
+    if r.name == "onnxruntime":
+        module = "onnxruntime"
+        version = runtimes.get("onnxruntime", {}).get("version")
+        accel = {"execution_providers": r.execution_providers or ["CPUExecutionProvider"],
+                 "available_providers": runtimes.get("onnxruntime", {}).get("providers")}
+    else:
+        module = info.get("tflite_interpreter")
+        version = runtimes.get(module or "", {}).get("version")
+        accel = {"delegate": r.delegate}
+    return {"spec": spec.name, "format": fmt.name, "runtime": r.name, "interpreter": module,
+            "runtime_version": version, **accel, "threads": r.threads, "affinity": r.cpu_affinity,
+            "governor": (info.get("cpufreq") or {}).get("governor"),
+            "cpu": (info.get("cpu") or {}).get("model"), "cores": (info.get("cores") or {}).get("logical"),
+            "machine": info.get("machine"), "hostname": info.get("hostname")}
+
+
+class DeviceLock:
+    """A lock folder on the device (``mkdir`` is atomic), so two benches never measure at once.
+
+    A lock left by a bench of this host whose process is gone (or that failed in this process)
+    is stale and taken over; any other lock is an error unless ``--break-lock``.
+    """
+
+    def __init__(self, transport: Transport, work: str, break_lock: bool, log: Callable[[str], None]):
+        self.transport, self.path, self.log = transport, remote_path_join(work, "bench.lock"), log
+        self.break_lock, self.token, self.held = break_lock, uuid.uuid4().hex, False
+
+    def acquire(self) -> None:
+        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
+                            "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        q = shlex.quote(self.path)
+        for _ in range(2):
+            done = self.transport.run(f"mkdir -p {shlex.quote(posix_parent(self.path))} && mkdir {q} 2>/dev/null "
+                                      f"&& printf '%s' {shlex.quote(owner)} > {q}/owner", timeout=30)
+            if done.ok:
+                self.held = True
+                _ACTIVE_LOCKS.add(self.token)
+                return
+            current = self.transport.run(f"cat {q}/owner 2>/dev/null", timeout=30).stdout.strip()
+            if not (self.break_lock or self._stale(current)):
+                raise BenchError(f"another bench is measuring this device (lock {self.path}: {current or 'no owner'}); "
+                                 "wait for it, or pass --break-lock if it is gone")
+            self.log(f"taking over a stale bench lock ({current or 'no owner'})")
+            self.transport.run(f"rm -rf {q}", timeout=30)
+        raise BenchError(f"could not take the bench lock {self.path} on the device")
+
+    def _stale(self, text: str) -> bool:
+        try:
+            owner = json.loads(text)
+        except ValueError:
+            return False
+        if owner.get("host") != socket.gethostname():
+            return False
+        if owner.get("pid") == os.getpid():
+            return owner.get("token") not in _ACTIVE_LOCKS
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except (ProcessLookupError, KeyError, ValueError, TypeError):
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def release(self) -> None:
+        _ACTIVE_LOCKS.discard(self.token)
+        if self.held:
+            self.held = False
+            self.transport.run(f"rm -rf {shlex.quote(self.path)}", timeout=30)
+
+
+def posix_parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+# ---------------------------------------------------------------- the bench
+
+class Bench:
+    """One bench of one device. ``run()`` does the work; see the module docstring."""
+
+    def __init__(self, spec: DeviceSpec, options: BenchOptions, **transport_overrides):
+        if spec.connection.transport == "none":
+            raise BenchError(f"device {spec.name} has no transport (an MCU): there is nothing to time; its "
+                             "latency, SRAM and flash come from the spec's cost_model (ofa-edge search uses it)")
+        self.spec, self.options, self.overrides = spec, options, transport_overrides
+        self.fmt = format_for(spec.runtime.name, spec.precision)
+        self.log = options.log
+
+    # -------------------------------------------------------- setup
+    def _load(self) -> None:
+        from ofa_edge.space.checkpoint import _resolve as checkpoint_file, load_supernet, read_header
+
+        o = self.options
+        self.net = load_supernet(o.supernet).eval()
+        checkpoint = checkpoint_file(Path(o.supernet)) if o.supernet not in _preset_names() else None
+        header = read_header(checkpoint) if checkpoint else {}
+        self.weights_id = (_file_sha256(checkpoint)[:12] if checkpoint else f"init-{o.supernet}")
+        self.space = self.net.space
+        self.resolutions = plan_resolutions(self.space, header.get("trained_resolutions"), self.spec,
+                                            o.resolutions, o.quick)
+        self.coverage = coverage_space(self.space, self.resolutions, o.kernels, o.expands)
+        n = o.subnets if o.subnets is not None else (QUICK_MAX_SUBNETS - 2 if o.quick else DEFAULT_SUBNETS)
+        if o.quick:
+            n = min(n, QUICK_MAX_SUBNETS - 2)
+        self.blocks = candidate_blocks(self.coverage.preset, self.resolutions, self.net.num_classes)
+        self.subnets = plan_subnets(self.coverage, n, o.seed)
+        self.folder = Path(o.out) / self.spec.name / self.space.id
+        self.cache = ModelCache(o.cache)
+
+    def run(self) -> BenchResult:
+        from ofa_edge.ledger import Ledger
+
+        ledger = Ledger("bench")
+        self._load()
+        m = self.spec.measure
+        self.repeats = max(3, m.repeats // 2) if self.options.quick else m.repeats
+        self.runs = max(5, m.runs_per_repeat // 2) if self.options.quick else m.runs_per_repeat
+        self.warmup = max(2, m.warmup // 2) if self.options.quick else m.warmup
+        self.log(f"bench {self.spec.name}: space {self.space.id}, {self.fmt.name}, resolutions "
+                 f"{self.resolutions}, {len(self.blocks)} blocks + {len(self.subnets)} whole subnets")
+        timings = {"convert_s": 0.0, "measure_s": 0.0}
+        with make_transport(self.spec, **self.overrides) as transport:
+            self.transport = transport
+            work = transport.expand_user(self.spec.device.work_dir)
+            self.remote = remote_path_join(work, "bench-" + self.space.id)
+            lock = DeviceLock(transport, work, self.options.break_lock, self.log)
+            self.reached = False
+            try:
+                self.runner = remote_path_join(self.remote, "ofa_edge_runner.py")
+                transport.run(["mkdir", "-p", remote_path_join(self.remote, "models")], timeout=30).check("mkdir")
+                self.reached = True
+                lock.acquire()
+                transport.put(str(RUNNER_PATH), self.runner)
+                info = self._runner("info")
+                self.identity_info = device_identity(self.spec, info, self.fmt)
+                self.folder.mkdir(parents=True, exist_ok=True)
+                with MeasurementStore(self.folder / "measurements.sqlite") as store:
+                    self.identity = store.register(self.identity_info)
+                    measured_now = self._measure_all(store, timings)
+                    block_rows = store.get(self.identity, "block")
+                    subnet_rows = store.get(self.identity, "subnet")
+                self._write_outputs(block_rows, subnet_rows, timings, ledger)
+                transport.run(["rm", "-rf", self.remote], timeout=60)
+            except ConnectError:
+                if not self.reached:
+                    raise  # never reached: the connect error says what to fix
+                raise BenchError(f"lost the device during the bench and could not reconnect: {sys.exc_info()[1]}; "
+                                 f"everything measured so far is stored in {self.folder / 'measurements.sqlite'}: "
+                                 "run the same command again to measure only what is missing") from None
+            except TransportError as exc:
+                raise BenchError(f"lost the device during the bench: {exc}; everything measured so far is "
+                                 f"stored in {self.folder / 'measurements.sqlite'}: run the same command "
+                                 "again to measure only what is missing") from None
+            finally:
+                try:
+                    lock.release()
+                except TransportError:
+                    pass
+        entry = ledger.stop()
+        self.log(entry.line())
+        return BenchResult(self.folder, self.identity, len(self.blocks), len(self.subnets), measured_now,
+                           self.cache.misses, self.cache.hits, timings)
+
+    # -------------------------------------------------------- measuring
+    def _measure_all(self, store: MeasurementStore, timings: dict) -> int:
+        done_blocks = store.get(self.identity, "block")
+        done_subnets = store.get(self.identity, "subnet")
+        todo = [("block", b.id, b) for b in self.blocks if b.id not in done_blocks]
+        todo += [("subnet", s["arch"], s) for s in self.subnets if s["arch"] not in done_subnets]
+        have = len(self.blocks) + len(self.subnets) - len(todo)
+        if have:
+            self.log(f"resuming: {have} already measured on this device identity, {len(todo)} to go")
+        if not todo:
+            return 0
+        progress = _progress(self.options.progress)
+        with progress:
+            task = progress.add_task("measuring", total=len(todo))
+            for start in range(0, len(todo), self.options.batch):
+                batch = todo[start:start + self.options.batch]
+                t0 = time.perf_counter()
+                files = [self._model_file(kind, item) for kind, _, item in batch]
+                t1 = time.perf_counter()
+                results = self._time(files)
+                timings["convert_s"] += t1 - t0
+                timings["measure_s"] += time.perf_counter() - t1
+                for (kind, key, _), stats in zip(batch, results):
+                    store.put(self.identity, kind, key, stats)
+                progress.advance(task, len(batch))
+                if self.options.after_batch:
+                    self.options.after_batch(start + len(batch))
+        return len(todo)
+
+    def _model_file(self, kind: str, item) -> Path:
+        from converters.convert import convert_module, converter_version
+
+        if kind == "block":
+            from ofa_edge.devices.blockmodels import block_input_shape, block_module
+
+            name, shape = item.id, block_input_shape(item)
+            build = lambda: block_module(self.net, item)  # noqa: E731
+            calibration = lambda: _block_calibration(item, shape)  # noqa: E731
+        else:
+            arch = self.space.parse(item["arch"])
+            name, shape = "subnet-" + item["arch"], (1, 3, arch.resolution, arch.resolution)
+            build = lambda: self.net.extract(arch).eval()  # noqa: E731
+            calibration = lambda: _image_calibration(arch.resolution)  # noqa: E731
+
+        def make(path: Path) -> None:
+            convert_module(build(), shape, self.fmt, path, calibration(), self.spec.runtime.max_opset)
+
+        return self.cache.get(self.space.id, self.weights_id, name, self.fmt, converter_version(), make)
+
+    def _time(self, files: list[Path]) -> list[dict]:
+        remote_files, digests = [], []
+        for f in files:
+            digest = _file_sha256(f)
+            remote = remote_path_join(self.remote, "models", digest[:20] + f.suffix)
+            self.transport.put(str(f), remote)
+            remote_files.append(remote)
+            digests.append(digest)
+        r = self.spec.runtime
+        args = ["time", "--warmup", str(self.warmup), "--repeats", str(self.repeats), "--runs", str(self.runs),
+                "--threads", str(r.threads)]
+        if r.cpu_affinity:
+            args += ["--affinity", ",".join(str(c) for c in r.cpu_affinity)]
+        for provider in (r.execution_providers or []) if r.name == "onnxruntime" else []:
+            args += ["--provider", provider]
+        for remote in remote_files:
+            args += ["--model", remote]
+        answer = self._runner(*args)
+        results = []
+        for remote, digest, stats in zip(remote_files, digests, answer["models"]):
+            if stats.get("sha256") != digest:
+                raise BenchError(f"the device ran {remote} with sha256 {stats.get('sha256')}, but the host "
+                                 f"pushed {digest}: the copy is corrupt or stale; run the bench again")
+            results.append({**stats, "warnings": answer.get("warnings", [])})
+        self.transport.run(["rm", "-f", *remote_files], timeout=60)
+        return results
+
+    def _runner(self, *args: str) -> dict:
+        result = self.transport.run([device_python(self.spec), self.runner, *args],
+                                    timeout=self.spec.connection.command_timeout_s)
+        if result.returncode == 127 and not result.stdout.strip():
+            raise BenchError(f"device.python {self.spec.device.python!r} is not on the device; run "
+                             f"ofa-edge devices check --spec {self.spec.source or self.spec.name}")
+        return parse_answer(result.stdout)
+
+    # -------------------------------------------------------- outputs
+    def _write_outputs(self, block_rows: dict, subnet_rows: dict, timings: dict, ledger) -> None:
+        from converters.convert import converter_version
+
+        method = {"warmup": self.warmup, "repeats": self.repeats, "runs_per_repeat": self.runs,
+                  "quick": self.options.quick, "interleaved": f"within batches of {self.options.batch} models",
+                  "statistic": "median over per-repeat means (ms)"}
+        common = {"schema_version": SCHEMA_VERSION, "space_id": self.space.id, "spec": self.spec.name,
+                  "identity_id": self.identity, "identity": self.identity_info, "format": self.fmt.name,
+                  "converter": converter_version(), "supernet": self.options.supernet,
+                  "weights_id": self.weights_id, "method": method,
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        coverage = {"resolutions": self.resolutions, "kernels": list(self.coverage.preset.kernel_choices),
+                    "expands": list(self.coverage.preset.expand_choices),
+                    "depths": list(self.coverage.preset.depth_choices), "blocks": len(self.blocks)}
+        blocks = [{**b.to_json(), **_stats(block_rows[b.id])} for b in self.blocks]
+        write_json_atomic(self.folder / "blocks.json", {**common, "coverage": coverage, "blocks": blocks})
+        table = {b["id"]: b["median_ms"] for b in blocks}
+        rows = []
+        for s in self.subnets:
+            arch = self.space.parse(s["arch"])
+            keys = arch_blocks(self.space.preset, arch, self.net.num_classes)
+            rows.append({**s, "resolution": arch.resolution, "blocks_sum_ms": round(sum(table[k.id] for k in keys), 6),
+                         **_stats(subnet_rows[s["arch"]])})
+        write_json_atomic(self.folder / "subnets.json", {**common, "coverage": coverage, "subnets": rows,
+                                                         "ledger": ledger.stop().to_json(),
+                                                         "seconds_this_run": {k: round(v, 2) for k, v in timings.items()}})
+
+
+def _stats(stats: dict) -> dict:
+    keep = ("median_ms", "trimmed_mean_ms", "iqr_ms", "cov", "min_ms", "max_ms", "per_repeat_ms", "runs_total",
+            "sha256", "load_ms")
+    return {k: stats[k] for k in keep if k in stats} | {"runtime": stats.get("runtime")}
+
+
+def _preset_names() -> set[str]:
+    from ofa_edge.space.presets import PRESETS
+
+    return set(PRESETS)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _block_calibration(key: BlockKey, shape: tuple[int, ...]):
+    """Stand-in activations for a block's int8 calibration: latency does not depend on them.
+    The stem sees images in [0, 1]; later blocks see roughly unit-scale activations."""
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    n = (16,) + tuple(shape[1:])
+    if key.role == "stem":
+        return rng.uniform(0, 1, n).astype(np.float32)
+    return rng.normal(0, 1, n).astype(np.float32)
+
+
+_IMAGES: dict[int, object] = {}
+
+
+def _image_calibration(resolution: int):
+    """32 training images at ``resolution`` (NCHW, [0, 1]) for int8 calibration; random images
+    when the dataset is not installed (the latency does not depend on them)."""
+    import numpy as np
+
+    if resolution not in _IMAGES:
+        try:
+            from ofa_edge.data import load_fashion_mnist
+            from ofa_edge.data.tensors import to_model_input
+
+            images = load_fashion_mnist().train_x[:32]
+            _IMAGES[resolution] = to_model_input(images, resolution).contiguous().numpy()
+        except OfaEdgeError:
+            _IMAGES[resolution] = np.random.RandomState(0).uniform(0, 1, (32, 3, resolution, resolution)).astype(np.float32)
+    return _IMAGES[resolution]
+
+
+class _Quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def advance(self, *a, **k):
+        pass
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _Quiet()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+
+
+def run_bench(spec: DeviceSpec, options: BenchOptions | None = None, **transport_overrides) -> BenchResult:
+    return Bench(spec, options or BenchOptions(), **transport_overrides).run()
+
+
+__all__ = ["Bench", "BenchError", "BenchOptions", "BenchResult", "FORMATS", "run_bench"]

@@ -1,0 +1,178 @@
+"""ofa-edge bench against real devices: a real sshd on loopback and this machine (local).
+
+They all share the session bench of conftest.ci_bench and its block cache, so the suite
+converts each block once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import AWKWARD_DIR, CI_BENCH, COLD_CACHE, bench_spec_yaml
+from ofa_edge.devices.bench import BenchError, BenchOptions, arch_hash, plan_subnets, run_bench
+from ofa_edge.devices.blocks import arch_blocks
+from ofa_edge.devices.spec import load_spec
+from ofa_edge.space.searchspace import SearchSpace
+from sshd import start_sshd
+
+
+def _tables(folder: Path) -> tuple[dict, dict]:
+    return (json.loads((folder / "blocks.json").read_text()), json.loads((folder / "subnets.json").read_text()))
+
+
+def _rows(folder: Path) -> int:
+    with sqlite3.connect(folder / "measurements.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    rank = lambda v: {i: r for r, i in enumerate(sorted(range(len(v)), key=v.__getitem__))}  # noqa: E731
+    ra, rb = rank(a), rank(b)
+    n = len(a)
+    return 1 - 6 * sum((ra[i] - rb[i]) ** 2 for i in range(n)) / (n * (n * n - 1))
+
+
+def test_bench_over_ssh_writes_block_table_and_whole_subnets(ci_bench, sshd_server):
+    spec, options, result, _ = ci_bench
+    blocks, subnets = _tables(result.folder)
+    assert result.folder.parts[-2:] == ("ci-ssh", "ofa-mbv3-ci")
+    assert blocks["coverage"] == {"resolutions": [28], "kernels": [3, 7], "expands": [3, 6],
+                                  "depths": [2, 3, 4], "blocks": result.blocks}
+    assert 3 < result.blocks <= 40 and result.subnets == 12
+    assert result.measured_now == result.blocks + result.subnets
+    assert result.converted_now + result.from_cache == result.measured_now
+    if COLD_CACHE:
+        assert result.converted_now == result.measured_now
+    ident = blocks["identity"]
+    assert ident["runtime"] == "tflite" and ident["interpreter"] == "ai_edge_litert"
+    assert ident["runtime_version"] and ident["threads"] == 1 and ident["spec"] == "ci-ssh"
+    roles = {b["role"] for b in blocks["blocks"]}
+    assert roles == {"stem", "first", "mbconv", "head"}
+    for b in blocks["blocks"]:
+        assert 0 < b["min_ms"] <= b["median_ms"] <= b["max_ms"] and len(b["per_repeat_ms"]) == 3
+        assert b["cov"] >= 0 and len(b["sha256"]) == 64
+    kinds = [s["kind"] for s in subnets["subnets"]]
+    assert kinds[:2] == ["largest", "smallest"] and kinds.count("random") == 10
+    assert {s["role"] for s in subnets["subnets"]} == {"calibration", "validation"}
+    measured = [s["median_ms"] for s in subnets["subnets"]]
+    summed = [s["blocks_sum_ms"] for s in subnets["subnets"]]
+    assert measured[0] > measured[1] and summed[0] > summed[1]  # largest slower than smallest
+    assert _spearman(summed, measured) > 0.5, (summed, measured)
+    # Every block the measured subnets run is in the table.
+    space = SearchSpace("ofa-mbv3-ci")
+    ids = {b["id"] for b in blocks["blocks"]}
+    (classes,) = {b["out_c"] for b in blocks["blocks"] if b["role"] == "head"}
+    for s in subnets["subnets"]:
+        assert {k.id for k in arch_blocks(space.preset, space.parse(s["arch"]), classes)} <= ids
+    # The remote work dir (with spaces and quotes in its name) is cleaned, the lock released.
+    work = sshd_server.home / AWKWARD_DIR
+    assert work.is_dir() and list(work.iterdir()) == []
+
+
+def test_second_run_resumes_and_measures_nothing(ci_bench):
+    spec, options, result, _ = ci_bench
+    before_rows, (before_blocks, _) = _rows(result.folder), _tables(result.folder)
+    log: list[str] = []
+    again = run_bench(spec, dataclasses.replace(options, log=log.append))
+    assert again.measured_now == 0 and again.converted_now == 0
+    assert _rows(result.folder) == before_rows
+    after_blocks, _ = _tables(result.folder)
+    assert [b["median_ms"] for b in after_blocks["blocks"]] == [b["median_ms"] for b in before_blocks["blocks"]]
+    assert any("0 to go" in line for line in log), log
+
+
+def test_local_device_reuses_the_block_cache(ci_bench, tmp_path, block_cache):
+    _, options, first, _ = ci_bench
+    spec = load_spec(bench_spec_yaml(tmp_path / "local.yaml", {"transport": "local"}, str(tmp_path / "work"),
+                                     name="ci-local"))
+    result = run_bench(spec, dataclasses.replace(options, out=tmp_path / "runs", log=lambda _: None))
+    assert result.converted_now == 0 and result.from_cache == first.blocks + first.subnets
+    assert result.measured_now == first.blocks + first.subnets
+    blocks, _ = _tables(result.folder)
+    assert blocks["identity"]["spec"] == "ci-local" and blocks["identity_id"] != first.identity
+
+
+def test_killing_sshd_mid_bench_is_a_clear_error_and_the_rerun_completes(ci_bench, tmp_path):
+    _, options, first, _ = ci_bench
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        spec = load_spec(bench_spec_yaml(tmp_path / "dying.yaml", server.connection(connect_timeout_s=3),
+                                         f"{server.home}/work", name="ci-dying"))
+
+        def kill_after_two_batches(stored: int) -> None:
+            if stored >= 8:
+                server.stop()
+
+        dying = dataclasses.replace(options, out=tmp_path / "runs", batch=4, after_batch=kill_after_two_batches,
+                                    log=lambda _: None)
+        with pytest.raises(BenchError) as caught:
+            run_bench(spec, dying, reconnect_delays=(0.1,))
+        message = str(caught.value)
+        assert "lost the device" in message and "run the same command again" in message and "\n" not in message
+        folder = tmp_path / "runs" / "ci-dying" / "ofa-mbv3-ci"
+        stored = _rows(folder)
+        assert stored == 8
+        assert not (folder / "blocks.json").exists()  # nothing half-written
+        server.start()
+        log: list[str] = []
+        result = run_bench(spec, dataclasses.replace(dying, after_batch=None, log=log.append))
+        assert result.measured_now == first.blocks + first.subnets - stored
+        assert _rows(folder) == first.blocks + first.subnets
+        assert any("stale bench lock" in line for line in log), log  # the dead run's lock
+        blocks, subnets = _tables(folder)
+        assert len(blocks["blocks"]) == first.blocks and len(subnets["subnets"]) == first.subnets
+    finally:
+        server.stop()
+
+
+def test_a_lock_held_by_another_bench_is_refused_then_broken_on_request(ci_bench, tmp_path):
+    _, options, _, _ = ci_bench
+    work = tmp_path / "work"
+    spec = load_spec(bench_spec_yaml(tmp_path / "locked.yaml", {"transport": "local"}, str(work), name="ci-locked"))
+    (work / "bench.lock").mkdir(parents=True)
+    (work / "bench.lock" / "owner").write_text(json.dumps({"host": "other-" + socket.gethostname(), "pid": 1}))
+    quiet = dataclasses.replace(options, out=tmp_path / "runs", subnets=0, log=lambda _: None)
+    with pytest.raises(BenchError, match="another bench is measuring this device"):
+        run_bench(spec, quiet)
+    result = run_bench(spec, dataclasses.replace(quiet, break_lock=True))
+    assert result.measured_now == result.blocks + 2 and not (work / "bench.lock").exists()
+
+
+def test_cli_bench_refuses_an_unknown_host_key(sshd_server, tmp_path, run_cli):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    spec = bench_spec_yaml(tmp_path / "unknown.yaml", sshd_server.connection(known_hosts=str(empty)),
+                           "~/work", name="ci-unknown")
+    done = run_cli("bench", "--spec", str(spec), "--supernet", "ofa-mbv3-ci", "--resolution", "28",
+                   "--subnets", "0", "--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "host key" in done.stderr.lower() and sshd_server.host_key_fingerprint in done.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.tflite"))
+
+
+def test_mcu_and_bad_coverage_are_clear_errors(repo, tmp_path):
+    with pytest.raises(BenchError, match="cost_model"):
+        run_bench(load_spec(repo / "device_specs" / "stm32f746.yaml"), BenchOptions(progress=False))
+    spec = load_spec(bench_spec_yaml(tmp_path / "s.yaml", {"transport": "local"}, str(tmp_path / "w")))
+    with pytest.raises(BenchError, match="kernel choices"):
+        run_bench(spec, BenchOptions(**{**CI_BENCH, "kernels": [9]}, out=tmp_path, log=lambda _: None))
+    with pytest.raises(BenchError, match="not in space"):
+        run_bench(spec, BenchOptions(**{**CI_BENCH, "resolutions": [30]}, out=tmp_path, log=lambda _: None))
+
+
+def test_validation_subnets_are_chosen_by_hash_before_measuring():
+    space = SearchSpace("ofa-mbv3-tiny")
+    rows = plan_subnets(space, 100, seed=0)
+    assert len(rows) == 102 and len({r["arch"] for r in rows}) == 102
+    validation = [r for r in rows if r["role"] == "validation"]
+    assert len(validation) == 30 and all(r["kind"] == "random" for r in validation)
+    assert plan_subnets(space, 100, seed=0) == rows  # seeded
+    # By hash: every validation arch hashes below every random calibration arch.
+    calibration = [r for r in rows if r["role"] == "calibration" and r["kind"] == "random"]
+    assert max(arch_hash(space.parse(r["arch"])) for r in validation) < \
+        min(arch_hash(space.parse(r["arch"])) for r in calibration)
