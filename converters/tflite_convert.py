@@ -81,7 +81,8 @@ def _run_onnx2tf(onnx_path: Path, work: Path, precision: str, calibration: np.nd
     collect, gc.collect = gc.collect, lambda *args, **kwargs: 0
     log = io.StringIO()
     try:
-        with _native_stderr_to(work / "native.log"), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with _native_stderr_to(work / "native.log"), contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log), _only_variant(precision):
             onnx2tf.convert(**kwargs)
     except SystemExit as exc:  # onnx2tf calls sys.exit(1) on some errors
         raise ConversionError(f"onnx2tf failed on {onnx_path.name} (exit {exc.code}): {_last_line(log)}") from None
@@ -97,6 +98,44 @@ def _run_onnx2tf(onnx_path: Path, work: Path, precision: str, calibration: np.nd
     if not produced.is_file():
         raise ConversionError(f"onnx2tf wrote no {name} for {onnx_path.name}: {_last_line(log)}")
     return produced
+
+
+def _wanted(converter, precision: str) -> bool:
+    """Is this TFLite converter configured for the one variant we keep?"""
+    import tensorflow as tf
+
+    if precision == "int8":
+        return converter.inference_input_type == tf.int8 and converter.inference_output_type == tf.int8
+    return not converter.optimizations and tf.float16 not in converter.target_spec.supported_types
+
+
+@contextlib.contextmanager
+def _only_variant(precision: str):
+    """onnx2tf converts every variant (fp32, fp16, dynamic-range, int8 with float I/O, int16
+    activations...) with one TFLite conversion each; we keep one. Meanwhile the converters it
+    builds skip the others (their files come out empty and are never read), which makes a
+    whole-subnet int8 conversion several times faster."""
+    import tensorflow as tf
+
+    cls = tf.lite.TFLiteConverter
+    names = ("from_keras_model", "from_concrete_functions", "from_saved_model")
+    originals = {name: getattr(cls, name) for name in names}
+
+    def wrap(make):
+        def factory(*args, **kwargs):
+            converter = make(*args, **kwargs)
+            real = converter.convert
+            converter.convert = lambda: real() if _wanted(converter, precision) else b""
+            return converter
+        return factory
+
+    for name in names:
+        setattr(cls, name, wrap(originals[name]))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(cls, name, original)
 
 
 def _clear_keras_session() -> None:

@@ -17,6 +17,7 @@ from conftest import AWKWARD_DIR, CI_BENCH, COLD_CACHE, bench_spec_yaml
 from ofa_edge.devices.bench import BenchError, BenchOptions, arch_hash, plan_subnets, run_bench
 from ofa_edge.devices.blocks import arch_blocks
 from ofa_edge.devices.spec import load_spec
+from ofa_edge.errors import OfaEdgeError
 from ofa_edge.space.searchspace import SearchSpace
 from sshd import start_sshd
 
@@ -86,15 +87,21 @@ def test_second_run_resumes_and_measures_nothing(ci_bench):
     assert any("0 to go" in line for line in log), log
 
 
-def test_local_device_reuses_the_block_cache(ci_bench, tmp_path, block_cache):
-    _, options, first, _ = ci_bench
-    spec = load_spec(bench_spec_yaml(tmp_path / "local.yaml", {"transport": "local"}, str(tmp_path / "work"),
-                                     name="ci-local"))
-    result = run_bench(spec, dataclasses.replace(options, out=tmp_path / "runs", log=lambda _: None))
-    assert result.converted_now == 0 and result.from_cache == first.blocks + first.subnets
-    assert result.measured_now == first.blocks + first.subnets
-    blocks, _ = _tables(result.folder)
+def test_cli_quick_bench_on_the_local_device_reuses_the_block_cache(ci_bench, tmp_path, block_cache, run_cli):
+    _, _, first, _ = ci_bench
+    spec = bench_spec_yaml(tmp_path / "local.yaml", {"transport": "local"}, str(tmp_path / "work"), name="ci-local")
+    done = run_cli("bench", "--spec", str(spec), "--quick", "--supernet", "ofa-mbv3-ci", "--resolution", "28",
+                   "--kernels", "3,7", "--expands", "3,6", "--subnets", "10", "--out", str(tmp_path / "runs"),
+                   "--cache", str(block_cache))
+    assert done.returncode == 0, done.stderr[-2000:]
+    total = first.blocks + first.subnets
+    assert f"measured {total} models now (0 converted, {total} from the cache)" in done.stdout
+    assert "ledger: bench:" in done.stdout
+    folder = tmp_path / "runs" / "ci-local" / "ofa-mbv3-ci"
+    blocks, subnets = _tables(folder)
     assert blocks["identity"]["spec"] == "ci-local" and blocks["identity_id"] != first.identity
+    assert blocks["method"]["quick"] is True and blocks["method"]["runs_per_repeat"] == 5
+    assert len(blocks["blocks"]) == first.blocks and len(subnets["subnets"]) == first.subnets
 
 
 def test_killing_sshd_mid_bench_is_a_clear_error_and_the_rerun_completes(ci_bench, tmp_path):
@@ -176,3 +183,82 @@ def test_validation_subnets_are_chosen_by_hash_before_measuring():
     calibration = [r for r in rows if r["role"] == "calibration" and r["kind"] == "random"]
     assert max(arch_hash(space.parse(r["arch"])) for r in validation) < \
         min(arch_hash(space.parse(r["arch"])) for r in calibration)
+
+
+# --------------------------------------------------------------------------- mock transport
+
+class FakeDevice:
+    """Answers the runner's commands the way a device would, over a MockTransport."""
+
+    def __init__(self, protocol: int | None = None, corrupt: bool = False):
+        from ofa_edge.devices.runner import PROTOCOL_VERSION
+
+        self.protocol = PROTOCOL_VERSION if protocol is None else protocol
+        self.corrupt = corrupt
+        self.transport = None
+
+    def __call__(self, text: str, _input):
+        import hashlib
+        import shlex
+
+        words = shlex.split(text) if "&&" not in text else []
+        if "runner.py" not in text or not words:
+            return 0
+        answer = {"protocol": self.protocol, "ok": True, "command": words[2]}
+        if words[2] == "info":
+            answer.update({"runtimes": {"ai_edge_litert": {"available": True, "version": "2.1.0"}},
+                           "tflite_interpreter": "ai_edge_litert", "cpu": {"model": "fake"}, "cores": {"logical": 4}})
+        elif words[2] == "time":
+            models = [words[i + 1] for i, w in enumerate(words) if w == "--model"]
+            answer["models"] = [{"model": m, "sha256": "0" * 64 if self.corrupt else
+                                 hashlib.sha256(self.transport.files[m]).hexdigest(),
+                                 "median_ms": 1.0 + i, "per_repeat_ms": [1.0 + i] * 3, "cov": 0.01, "min_ms": 0.9,
+                                 "max_ms": 1.2 + i, "iqr_ms": 0.01, "trimmed_mean_ms": 1.0 + i}
+                                for i, m in enumerate(models)]
+        return json.dumps(answer) + "\n"
+
+
+def _mock_bench(ci_bench, tmp_path, device: FakeDevice, **mock_kwargs):
+    from ofa_edge.devices.transports import MockTransport
+
+    _, options, _, _ = ci_bench
+    spec = load_spec(bench_spec_yaml(tmp_path / "mock.yaml", {"transport": "local"}, "/dev/fake", name="ci-mock"))
+    transport = MockTransport(device, **mock_kwargs)
+    device.transport = transport
+    quiet = dataclasses.replace(options, out=tmp_path / "runs", subnets=0, batch=4, log=lambda _: None)
+    return spec, quiet, transport
+
+
+def test_mock_protocol_mismatch_is_one_clear_error(ci_bench, tmp_path):
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(protocol=99))
+    with pytest.raises(OfaEdgeError, match="protocol 99"):
+        run_bench(spec, options, transport=transport)
+
+
+def test_mock_wrong_sha256_is_refused(ci_bench, tmp_path):
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(corrupt=True))
+    with pytest.raises(BenchError, match="corrupt or stale"):
+        run_bench(spec, options, transport=transport)
+
+
+def test_mock_timeout_and_dropped_link_keep_what_was_measured(ci_bench, tmp_path):
+    # Every `time` call takes 5 fake seconds; the third one is over its timeout.
+    slow = iter([5.0, 5.0, 10_000.0])
+    latency = lambda text: next(slow) if " time " in text else 0.0  # noqa: E731
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(), latency=latency)
+    with pytest.raises(BenchError, match="timed out") as caught:
+        run_bench(spec, options, transport=transport)
+    assert "run the same command again" in str(caught.value)
+    folder = tmp_path / "runs" / "ci-mock" / "ofa-mbv3-ci"
+    assert _rows(folder) == 8
+    # Resume over a link that drops on its 12th call, then once more to the end.
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(), faults={12: "drop"})
+    with pytest.raises(BenchError, match="lost the device"):
+        run_bench(spec, options, transport=transport)
+    partial = _rows(folder)
+    assert partial > 8
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice())
+    result = run_bench(spec, options, transport=transport)
+    assert result.measured_now == result.blocks + 2 - partial
+    blocks, _ = _tables(folder)
+    assert blocks["identity"]["cpu"] == "fake" and len(blocks["blocks"]) == result.blocks

@@ -31,7 +31,7 @@ from ofa_edge.devices.runner import RUNNER_PATH
 from ofa_edge.devices.runner_host import parse_answer
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.store import MeasurementStore
-from ofa_edge.devices.transports import ConnectError, Transport, TransportError, make_transport, remote_path_join
+from ofa_edge.devices.transports import CommandTimeout, ConnectError, Transport, TransportError, make_transport, remote_path_join
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.fileio import write_json_atomic
 from ofa_edge.space.arch import Arch
@@ -229,11 +229,13 @@ def posix_parent(path: str) -> str:
 class Bench:
     """One bench of one device. ``run()`` does the work; see the module docstring."""
 
-    def __init__(self, spec: DeviceSpec, options: BenchOptions, **transport_overrides):
+    def __init__(self, spec: DeviceSpec, options: BenchOptions, transport: Transport | None = None,
+                 **transport_overrides):
         if spec.connection.transport == "none":
             raise BenchError(f"device {spec.name} has no transport (an MCU): there is nothing to time; its "
                              "latency, SRAM and flash come from the spec's cost_model (ofa-edge search uses it)")
         self.spec, self.options, self.overrides = spec, options, transport_overrides
+        self.given_transport = transport  # e.g. a MockTransport in unit tests
         self.fmt = format_for(spec.runtime.name, spec.precision)
         self.log = options.log
 
@@ -270,7 +272,7 @@ class Bench:
         self.log(f"bench {self.spec.name}: space {self.space.id}, {self.fmt.name}, resolutions "
                  f"{self.resolutions}, {len(self.blocks)} blocks + {len(self.subnets)} whole subnets")
         timings = {"convert_s": 0.0, "measure_s": 0.0}
-        with make_transport(self.spec, **self.overrides) as transport:
+        with self.given_transport or make_transport(self.spec, **self.overrides) as transport:
             self.transport = transport
             work = transport.expand_user(self.spec.device.work_dir)
             self.remote = remote_path_join(work, "bench-" + self.space.id)
@@ -298,6 +300,10 @@ class Bench:
                 raise BenchError(f"lost the device during the bench and could not reconnect: {sys.exc_info()[1]}; "
                                  f"everything measured so far is stored in {self.folder / 'measurements.sqlite'}: "
                                  "run the same command again to measure only what is missing") from None
+            except CommandTimeout as exc:
+                raise BenchError(f"{exc}; raise connection.command_timeout_s in the spec if the device is "
+                                 f"that slow. Everything measured so far is stored in "
+                                 f"{self.folder / 'measurements.sqlite'}: run the same command again to go on") from None
             except TransportError as exc:
                 raise BenchError(f"lost the device during the bench: {exc}; everything measured so far is "
                                  f"stored in {self.folder / 'measurements.sqlite'}: run the same command "
@@ -500,8 +506,11 @@ def _progress(enabled: bool):
                     TextColumn("ETA"), TimeRemainingColumn(), transient=False)
 
 
-def run_bench(spec: DeviceSpec, options: BenchOptions | None = None, **transport_overrides) -> BenchResult:
-    return Bench(spec, options or BenchOptions(), **transport_overrides).run()
+def run_bench(spec: DeviceSpec, options: BenchOptions | None = None, transport: Transport | None = None,
+              **transport_overrides) -> BenchResult:
+    """Bench ``spec``'s device; ``transport`` replaces the spec's (tests), ``transport_overrides``
+    go to the spec's transport (e.g. ``reconnect_delays=``)."""
+    return Bench(spec, options or BenchOptions(), transport, **transport_overrides).run()
 
 
 __all__ = ["Bench", "BenchError", "BenchOptions", "BenchResult", "FORMATS", "run_bench"]
