@@ -111,8 +111,7 @@ COLD_CACHE = UNDER_CI or not os.environ.get("OFA_EDGE_TEST_CACHE")
 # The one bench of the suite: the tiny CI space (one resolution, kernels {3, 7}, expands {3, 6}:
 # 25 blocks) plus 12 whole subnets, int8 TFLite, over the real sshd. Its converted models fill the
 # one block cache that every later bench in the suite reuses.
-CI_BENCH = dict(supernet="ofa-mbv3-ci", resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10,
-                batch=8, progress=False)
+CI_BENCH = dict(resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10, batch=8, progress=False)
 # A work dir with a space and both quotes: every remote path must be quoted.
 AWKWARD_DIR = "dev ice's \"work\" dir"
 
@@ -146,7 +145,50 @@ def block_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ci_bench(tmp_path_factory, sshd_server, block_cache):
+def ci_supernet(tmp_path_factory) -> Path:
+    """A supernet folder of the CI space (random weights, 'trained' at 28 and 32 px) with an
+    accuracy predictor fitted on a synthetic accuracy that grows with log-MACs (so search has a
+    trade-off to find). Not a trained network: bench and search only need its shapes."""
+    import numpy as np
+    import torch
+
+    from ofa_edge.predictors.accuracy import fit
+    from ofa_edge.space.checkpoint import save_supernet
+    from ofa_edge.space.costs import arch_costs
+    from ofa_edge.space.supernet import OFASupernet
+
+    folder = tmp_path_factory.mktemp("ci-supernet")
+    torch.manual_seed(0)
+    net = OFASupernet("ofa-mbv3-ci", 10)
+    randomize_supernet(net)
+    save_supernet(net, folder, extra={"trained_resolutions": [28, 32]})
+    archs = net.space.sample_many(300, seed=1)
+    macs = np.array([arch_costs(net.space.preset, a, 10).macs for a in archs], float)
+    accs = 0.80 + 0.03 * np.log(macs / macs.min())
+    predictor = fit(net.space, archs, accs, hidden=32, layers=2, epochs=300)
+    predictor.report = {"resolutions": [28, 32], "synthetic": True}
+    predictor.save(folder / "accuracy_predictor.json")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ci_local_bench(tmp_path_factory, ci_supernet, block_cache, ci_bench):
+    """(spec, result) of a --quick bench of the CI space on this machine (local transport):
+    38 random subnets, 30 of them held out, so the latency predictor can be judged."""
+    from ofa_edge.devices.bench import BenchOptions, run_bench
+    from ofa_edge.devices.spec import load_spec
+
+    root = tmp_path_factory.mktemp("ci-local-bench")
+    spec = load_spec(bench_spec_yaml(root / "ci-local.yaml", {"transport": "local"}, str(root / "work"),
+                                     name="ci-local"))
+    log: list[str] = []
+    options = BenchOptions(**{**CI_BENCH, "subnets": 38}, quick=True, supernet=str(ci_supernet),
+                           out=root / "runs", cache=block_cache, log=log.append)
+    return spec, run_bench(spec, options), log
+
+
+@pytest.fixture(scope="session")
+def ci_bench(tmp_path_factory, sshd_server, block_cache, ci_supernet):
     """(spec, options, result, log) of one bench over the real sshd, from a cold cache."""
     from ofa_edge.devices.bench import BenchOptions, run_bench
     from ofa_edge.devices.spec import load_spec
@@ -155,6 +197,7 @@ def ci_bench(tmp_path_factory, sshd_server, block_cache):
     spec = load_spec(bench_spec_yaml(root / "ci-ssh.yaml", sshd_server.connection(),
                                      f"{sshd_server.home}/{AWKWARD_DIR}", name="ci-ssh"))
     log: list[str] = []
-    options = BenchOptions(**CI_BENCH, out=root / "runs", cache=block_cache, log=log.append)
+    options = BenchOptions(**CI_BENCH, supernet=str(ci_supernet), out=root / "runs", cache=block_cache,
+                           log=log.append)
     result = run_bench(spec, options)
     return spec, options, result, log

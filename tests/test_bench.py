@@ -87,10 +87,11 @@ def test_second_run_resumes_and_measures_nothing(ci_bench):
     assert any("0 to go" in line for line in log), log
 
 
-def test_cli_quick_bench_on_the_local_device_reuses_the_block_cache(ci_bench, tmp_path, block_cache, run_cli):
+def test_cli_quick_bench_on_the_local_device_reuses_the_block_cache(ci_bench, tmp_path, block_cache, run_cli,
+                                                                    ci_supernet):
     _, _, first, _ = ci_bench
     spec = bench_spec_yaml(tmp_path / "local.yaml", {"transport": "local"}, str(tmp_path / "work"), name="ci-local")
-    done = run_cli("bench", "--spec", str(spec), "--quick", "--supernet", "ofa-mbv3-ci", "--resolution", "28",
+    done = run_cli("bench", "--spec", str(spec), "--quick", "--supernet", str(ci_supernet), "--resolution", "28",
                    "--kernels", "3,7", "--expands", "3,6", "--subnets", "10", "--out", str(tmp_path / "runs"),
                    "--cache", str(block_cache))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -150,26 +151,28 @@ def test_a_lock_held_by_another_bench_is_refused_then_broken_on_request(ci_bench
     assert result.measured_now == result.blocks + 2 and not (work / "bench.lock").exists()
 
 
-def test_cli_bench_refuses_an_unknown_host_key(sshd_server, tmp_path, run_cli):
+def test_cli_bench_refuses_an_unknown_host_key(sshd_server, tmp_path, run_cli, ci_supernet):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     spec = bench_spec_yaml(tmp_path / "unknown.yaml", sshd_server.connection(known_hosts=str(empty)),
                            "~/work", name="ci-unknown")
-    done = run_cli("bench", "--spec", str(spec), "--supernet", "ofa-mbv3-ci", "--resolution", "28",
+    done = run_cli("bench", "--spec", str(spec), "--supernet", str(ci_supernet), "--resolution", "28",
                    "--subnets", "0", "--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "host key" in done.stderr.lower() and sshd_server.host_key_fingerprint in done.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.tflite"))
 
 
-def test_mcu_and_bad_coverage_are_clear_errors(repo, tmp_path):
+def test_mcu_and_bad_coverage_are_clear_errors(repo, tmp_path, ci_supernet):
     with pytest.raises(BenchError, match="cost_model"):
         run_bench(load_spec(repo / "device_specs" / "stm32f746.yaml"), BenchOptions(progress=False))
     spec = load_spec(bench_spec_yaml(tmp_path / "s.yaml", {"transport": "local"}, str(tmp_path / "w")))
     with pytest.raises(BenchError, match="kernel choices"):
-        run_bench(spec, BenchOptions(**{**CI_BENCH, "kernels": [9]}, out=tmp_path, log=lambda _: None))
+        run_bench(spec, BenchOptions(**{**CI_BENCH, "kernels": [9]}, supernet=str(ci_supernet), out=tmp_path,
+                                     log=lambda _: None))
     with pytest.raises(BenchError, match="not in space"):
-        run_bench(spec, BenchOptions(**{**CI_BENCH, "resolutions": [30]}, out=tmp_path, log=lambda _: None))
+        run_bench(spec, BenchOptions(**{**CI_BENCH, "resolutions": [30]}, supernet=str(ci_supernet), out=tmp_path,
+                                     log=lambda _: None))
 
 
 def test_validation_subnets_are_chosen_by_hash_before_measuring():

@@ -125,8 +125,9 @@ def plan_subnets(space: SearchSpace, n: int, seed: int) -> list[dict]:
     """The largest and smallest archs plus ``n`` distinct random ones, each with its role.
 
     The validation share is chosen by arch hash before anything is measured: the random
-    subnets with the smallest hashes, 30% of them and at least 30 when there are 60 or more.
-    [5/7] fits the latency calibration on the others only.
+    subnets with the smallest hashes, 30% of them, and at least 30 when there are 38 or more
+    (the --quick count), so that at least 8 random ones plus the largest and smallest remain for
+    fitting. The latency calibration is fitted on the others only.
     """
     fixed = [space.largest(), space.smallest()]
     seen, random_archs = {str(a) for a in fixed}, []
@@ -136,7 +137,8 @@ def plan_subnets(space: SearchSpace, n: int, seed: int) -> list[dict]:
         if str(arch) not in seen:
             seen.add(str(arch))
             random_archs.append(arch)
-    n_val = min(max(30, math.ceil(0.3 * len(random_archs))), len(random_archs) // 2)
+    n = len(random_archs)
+    n_val = min(max(min(30, n - 8), math.ceil(0.3 * n)), max(n - 3, 0))
     validation = {str(a) for a in sorted(random_archs, key=arch_hash)[:n_val]}
     rows = [{"arch": str(a), "role": "calibration", "kind": k} for a, k in zip(fixed, ("largest", "smallest"))]
     rows += [{"arch": str(a), "role": "validation" if str(a) in validation else "calibration", "kind": "random"}
@@ -313,6 +315,7 @@ class Bench:
                     lock.release()
                 except TransportError:
                     pass
+        self.predictor = self._fit_predictor()
         entry = ledger.stop()
         self.log(entry.line())
         return BenchResult(self.folder, self.identity, len(self.blocks), len(self.subnets), measured_now,
@@ -401,6 +404,20 @@ class Bench:
             raise BenchError(f"device.python {self.spec.device.python!r} is not on the device; run "
                              f"ofa-edge devices check --spec {self.spec.source or self.spec.name}")
         return parse_answer(result.stdout)
+
+    def _fit_predictor(self):
+        """Fit the calibrated latency predictor ([5/7]) on the tables just written, save it
+        beside them, and print its held-out summary."""
+        from ofa_edge.predictors.latency import LatencyPredictorError, fit_latency_predictor, format_summary
+
+        try:
+            predictor = fit_latency_predictor(self.folder)
+        except LatencyPredictorError as exc:
+            self.log(f"no latency predictor: {exc}")
+            return None
+        predictor.save(self.folder)
+        self.log(format_summary(predictor))
+        return predictor
 
     # -------------------------------------------------------- outputs
     def _write_outputs(self, block_rows: dict, subnet_rows: dict, timings: dict, ledger) -> None:

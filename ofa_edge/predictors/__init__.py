@@ -1,1 +1,1 @@
-"""Predictors: accuracy (MLP over the arch encoding) and, later, latency. Torch-free at predict time."""
+"""Predictors: accuracy (MLP over the arch encoding) and latency (calibrated block table). Torch-free at predict time."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from ofa_edge.errors import OfaEdgeError
 
@@ -34,9 +35,14 @@ class Arch:
         """The active blocks in order, as (kernel, expand)."""
         return tuple(block for stage in self.stages for block in stage)
 
-    def __str__(self) -> str:
+    @cached_property
+    def text(self) -> str:
+        """The compact text form, computed once (search keys its caches by it)."""
         groups = (",".join(f"k{k}e{e}" for k, e in stage) for stage in self.stages)
         return f"r{self.resolution}|" + "|".join(groups)
+
+    def __str__(self) -> str:
+        return self.text
 
     def __repr__(self) -> str:
         return f"Arch('{self}')"
