@@ -55,12 +55,13 @@ def test_bench_over_ssh_writes_block_table_and_whole_subnets(ci_bench, sshd_serv
     roles = {b["role"] for b in blocks["blocks"]}
     assert roles == {"stem", "first", "mbconv", "head"}
     for b in blocks["blocks"]:
-        assert 0 < b["min_ms"] <= b["median_ms"] <= b["max_ms"] and len(b["per_repeat_ms"]) == 3
+        assert 0 < b["min_ms"] <= b["p10_ms"] <= b["p50_ms"] <= b["max_ms"] and len(b["per_repeat_ms"]) == 5
+        assert b["min_ms"] <= b["median_ms"] <= b["max_ms"]
         assert b["cov"] >= 0 and len(b["sha256"]) == 64
     kinds = [s["kind"] for s in subnets["subnets"]]
     assert kinds[:2] == ["largest", "smallest"] and kinds.count("random") == 10
     assert {s["role"] for s in subnets["subnets"]} == {"calibration", "validation"}
-    measured = [s["median_ms"] for s in subnets["subnets"]]
+    measured = [s["p10_ms"] for s in subnets["subnets"]]
     summed = [s["blocks_sum_ms"] for s in subnets["subnets"]]
     assert measured[0] > measured[1] and summed[0] > summed[1]  # largest slower than smallest
     assert _spearman(summed, measured) > 0.5, (summed, measured)
@@ -101,7 +102,8 @@ def test_cli_quick_bench_on_the_local_device_reuses_the_block_cache(ci_bench, tm
     folder = tmp_path / "runs" / "ci-local" / "ofa-mbv3-ci"
     blocks, subnets = _tables(folder)
     assert blocks["identity"]["spec"] == "ci-local" and blocks["identity_id"] != first.identity
-    assert blocks["method"]["quick"] is True and blocks["method"]["runs_per_repeat"] == 5
+    assert blocks["method"]["quick"] is True and blocks["method"]["repeats"] == 3
+    assert blocks["method"]["runs_per_repeat"] == 40
     assert len(blocks["blocks"]) == first.blocks and len(subnets["subnets"]) == first.subnets
 
 
@@ -215,7 +217,8 @@ class FakeDevice:
             models = [words[i + 1] for i, w in enumerate(words) if w == "--model"]
             answer["models"] = [{"model": m, "sha256": "0" * 64 if self.corrupt else
                                  hashlib.sha256(self.transport.files[m]).hexdigest(),
-                                 "median_ms": 1.0 + i, "per_repeat_ms": [1.0 + i] * 3, "cov": 0.01, "min_ms": 0.9,
+                                 "median_ms": 1.0 + i, "p10_ms": 0.95 + i, "p50_ms": 1.0 + i,
+                                 "per_repeat_ms": [1.0 + i] * 3, "cov": 0.01, "min_ms": 0.9,
                                  "max_ms": 1.2 + i, "iqr_ms": 0.01, "trimmed_mean_ms": 1.0 + i}
                                 for i, m in enumerate(models)]
         return json.dumps(answer) + "\n"

@@ -237,6 +237,7 @@ def test_time_all_models_interleaved(models):
         assert stats["runs_total"] == 15
         assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
         assert stats["min_ms"] <= stats["trimmed_mean_ms"] <= stats["max_ms"]
+        assert stats["min_ms"] <= stats["p10_ms"] <= stats["p50_ms"] <= stats["max_ms"]
         assert stats["cov"] >= 0 and stats["iqr_ms"] >= 0
         assert stats["threads"] == 1 and stats["affinity_applied"] is True
         assert stats["runtime"]["name"] == ("onnxruntime" if path.suffix == ".onnx"

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import shlex
 import socket
 import sys
@@ -268,9 +269,10 @@ class Bench:
         ledger = Ledger("bench")
         self._load()
         m = self.spec.measure
+        # --quick takes fewer repeats, never fewer runs per repeat: a repeat must stay long
+        # enough to average out scheduler noise.
         self.repeats = max(3, m.repeats // 2) if self.options.quick else m.repeats
-        self.runs = max(5, m.runs_per_repeat // 2) if self.options.quick else m.runs_per_repeat
-        self.warmup = max(2, m.warmup // 2) if self.options.quick else m.warmup
+        self.runs, self.warmup = m.runs_per_repeat, m.warmup
         self.log(f"bench {self.spec.name}: space {self.space.id}, {self.fmt.name}, resolutions "
                  f"{self.resolutions}, {len(self.blocks)} blocks + {len(self.subnets)} whole subnets")
         timings = {"convert_s": 0.0, "measure_s": 0.0}
@@ -327,6 +329,9 @@ class Bench:
         done_subnets = store.get(self.identity, "subnet")
         todo = [("block", b.id, b) for b in self.blocks if b.id not in done_blocks]
         todo += [("subnet", s["arch"], s) for s in self.subnets if s["arch"] not in done_subnets]
+        # Blocks and whole subnets share batches in a seeded shuffled order, so that drift over
+        # the run (clock, temperature, other load) hits the table and its calibration alike.
+        random.Random(self.options.seed).shuffle(todo)
         have = len(self.blocks) + len(self.subnets) - len(todo)
         if have:
             self.log(f"resuming: {have} already measured on this device identity, {len(todo)} to go")
@@ -425,7 +430,8 @@ class Bench:
 
         method = {"warmup": self.warmup, "repeats": self.repeats, "runs_per_repeat": self.runs,
                   "quick": self.options.quick, "interleaved": f"within batches of {self.options.batch} models",
-                  "statistic": "median over per-repeat means (ms)"}
+                  "statistics": "median_ms/iqr_ms/cov over per-repeat means; p10_ms, p50_ms, min_ms, "
+                                "trimmed_mean_ms over all runs; blocks_sum_ms and the latency predictor use p10_ms"}
         common = {"schema_version": SCHEMA_VERSION, "space_id": self.space.id, "spec": self.spec.name,
                   "identity_id": self.identity, "identity": self.identity_info, "format": self.fmt.name,
                   "converter": converter_version(), "supernet": self.options.supernet,
@@ -436,7 +442,9 @@ class Bench:
                     "depths": list(self.coverage.preset.depth_choices), "blocks": len(self.blocks)}
         blocks = [{**b.to_json(), **_stats(block_rows[b.id])} for b in self.blocks]
         write_json_atomic(self.folder / "blocks.json", {**common, "coverage": coverage, "blocks": blocks})
-        table = {b["id"]: b["median_ms"] for b in blocks}
+        from ofa_edge.predictors.latency import STATISTIC
+
+        table = {b["id"]: b[STATISTIC] for b in blocks}
         rows = []
         for s in self.subnets:
             arch = self.space.parse(s["arch"])
@@ -449,7 +457,7 @@ class Bench:
 
 
 def _stats(stats: dict) -> dict:
-    keep = ("median_ms", "trimmed_mean_ms", "iqr_ms", "cov", "min_ms", "max_ms", "per_repeat_ms", "runs_total",
+    keep = ("median_ms", "trimmed_mean_ms", "p10_ms", "p50_ms", "iqr_ms", "cov", "min_ms", "max_ms", "per_repeat_ms", "runs_total",
             "sha256", "load_ms")
     return {k: stats[k] for k in keep if k in stats} | {"runtime": stats.get("runtime")}
 

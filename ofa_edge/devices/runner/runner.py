@@ -262,6 +262,8 @@ def summarize(runs_ms):
         "trimmed_mean_ms": round(sum(kept) / len(kept), 6),
         "iqr_ms": round(_percentile(ordered, 0.75) - _percentile(ordered, 0.25), 6),
         "cov": round(stdev / mean, 6) if mean > 0 else 0.0,
+        "p10_ms": round(_percentile(every, 0.10), 6),
+        "p50_ms": round(_percentile(every, 0.50), 6),
         "min_ms": round(every[0], 6),
         "max_ms": round(every[-1], 6),
         "runs_total": len(every),
