@@ -123,11 +123,12 @@ def bench_spec_yaml(path: Path, connection: dict, work_dir: str, name: str = "ci
     spec = {"schema_version": 1, "name": name, "kind": "cpu",
             "hardware": {"cores": os.cpu_count() or 1, "clock_mhz": 2445},
             "connection": connection,
-            "runtime": {"name": "tflite", "version": "2.1.0", "delegate": "xnnpack", "threads": 1},
+            "runtime": {"name": "tflite", "version": "2.1.0", "delegate": "xnnpack", "threads": 1,
+                        **({"cpu_affinity": [1]} if (os.cpu_count() or 1) > 1 else {})},
             "precision": "int8",
             "device": {"python": sys.executable, "work_dir": work_dir},
             "budgets": {"resolution": [28, 32]},
-            "measure": {"warmup": 10, "repeats": 5, "runs_per_repeat": 40}}
+            "measure": {"warmup": 10, "repeats": 5, "runs_per_repeat": 100}}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 

@@ -103,7 +103,7 @@ def test_cli_quick_bench_on_the_local_device_reuses_the_block_cache(ci_bench, tm
     blocks, subnets = _tables(folder)
     assert blocks["identity"]["spec"] == "ci-local" and blocks["identity_id"] != first.identity
     assert blocks["method"]["quick"] is True and blocks["method"]["repeats"] == 3
-    assert blocks["method"]["runs_per_repeat"] == 40
+    assert blocks["method"]["runs_per_repeat"] == 100
     assert len(blocks["blocks"]) == first.blocks and len(subnets["subnets"]) == first.subnets
 
 

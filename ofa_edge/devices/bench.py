@@ -325,8 +325,11 @@ class Bench:
 
     # -------------------------------------------------------- measuring
     def _measure_all(self, store: MeasurementStore, timings: dict) -> int:
-        done_blocks = store.get(self.identity, "block")
-        done_subnets = store.get(self.identity, "subnet")
+        from ofa_edge.predictors.latency import STATISTIC
+
+        # A row without the predictor's statistic (an older ofa-edge took it) is measured again.
+        done_blocks = {k for k, v in store.get(self.identity, "block").items() if STATISTIC in v}
+        done_subnets = {k for k, v in store.get(self.identity, "subnet").items() if STATISTIC in v}
         todo = [("block", b.id, b) for b in self.blocks if b.id not in done_blocks]
         todo += [("subnet", s["arch"], s) for s in self.subnets if s["arch"] not in done_subnets]
         # Blocks and whole subnets share batches in a seeded shuffled order, so that drift over
