@@ -206,6 +206,25 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ofa_edge.deploy import DeployOptions, deploy
+    from ofa_edge.devices.spec import load_spec, resolve_spec_path
+
+    if args.eval_images < 1:
+        raise OfaEdgeError("--eval-images must be at least 1")
+    spec = load_spec(resolve_spec_path(args.spec))
+    result = deploy(spec, DeployOptions(supernet=args.supernet, runs=Path(args.runs), out=Path(args.out),
+                                        latency_ms=args.latency_ms, arch=args.arch, eval_images=args.eval_images,
+                                        no_bench=args.no_bench))
+    if result.passed:
+        return 0
+    failed = [c["name"] for c in result.manifest["verification"]["checks"] if not c["passed"] and c["level"] == "fail"]
+    print(f"ofa-edge: verification failed: {'; '.join(failed)} (see {result.bundle / 'report.md'})", file=sys.stderr)
+    return 1
+
+
 # ---------------------------------------------------------------- not built yet
 
 
@@ -302,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
              "  ofa-edge bench --spec device_specs/local.yaml --subnets 100 --out runs")
     b.add_argument("--spec", required=True, help="device spec (a path, or a shipped spec's name)")
     b.add_argument("--quick", action="store_true",
-                   help=f"at most 2 resolutions, at most 40 whole subnets, fewer repeats")
+                   help="at most 2 resolutions, at most 40 whole subnets, fewer repeats")
     b.add_argument("--supernet", default="default", help="a run folder, a checkpoint, 'default' or a preset")
     b.add_argument("--subnets", type=_non_negative_int, help="random whole subnets besides the largest and "
                    "smallest (default 100; 38 with --quick)")
@@ -336,12 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     se.set_defaults(func=_cmd_search)
 
     dp = _sub(sub, "deploy", "search, extract, convert, push, verify and bundle one subnet",
-              "ofa-edge deploy --spec device_specs/local.yaml")
-    dp.add_argument("--spec", help="device spec")
-    dp.add_argument("--latency-ms", type=_positive_number)
+              "ofa-edge deploy --spec device_specs/local.yaml\n"
+              "  ofa-edge deploy --spec device_specs/pixel.yaml --latency-ms 5 --out bundles/\n"
+              '  ofa-edge deploy --spec device_specs/local.yaml --arch "<arch text>"')
+    dp.add_argument("--spec", required=True, help="device spec (a path, or a shipped spec's name)")
+    dp.add_argument("--latency-ms", type=_positive_number, help="latency budget (default: the spec's)")
     dp.add_argument("--arch", help="skip search, deploy this subnet")
-    dp.add_argument("--out", default="bundles")
-    dp.set_defaults(func=_not_built("[6/7]"))
+    dp.add_argument("--supernet", default="default", help="a run folder, a checkpoint, or 'default'")
+    dp.add_argument("--runs", default="runs", help="bench tables (default runs); bench --quick runs first if missing")
+    dp.add_argument("--no-bench", action="store_true", help="stop instead of benching when there is no predictor")
+    dp.add_argument("--eval-images", type=int, default=2000, help="test images evaluated on the device")
+    dp.add_argument("--out", default="bundles", help="bundles go to OUT/<spec name>/ (default bundles)")
+    dp.set_defaults(func=_cmd_deploy)
 
     r = _sub(sub, "report", "run the benchmarks and write the dashboard", "ofa-edge report")
     r.add_argument("--full", action="store_true")

@@ -12,7 +12,7 @@ from conftest import require
 SUBCOMMANDS = ["specs", "data", "train", "eval", "predictor", "devices", "bench", "search", "deploy", "report"]
 NESTED = [["specs", "list"], ["specs", "check"], ["data", "info"]]
 NOT_BUILT = {  # command line -> the issue it lands with
-    ("deploy", "--spec", "device_specs/local.yaml"): "[6/7]",
+    ("deploy", "--spec", "device_specs/stm32f746.yaml"): "[6/7]",  # MCU bundles: not yet
     ("report",): "[7/7]",
 }
 

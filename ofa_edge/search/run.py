@@ -54,7 +54,6 @@ def setup_search(spec: DeviceSpec, supernet: str = "default", runs: str | Path =
     predictor = _accuracy_predictor(supernet)
     trained = predictor.report.get("resolutions") or header.get("trained_resolutions") or list(space.preset.resolutions)
     budgets = budgets_for(spec, overrides or {})
-    memory = None
     if spec.connection.transport == "none":
         from ofa_edge.devices.mcu import McuModel
 
@@ -70,6 +69,7 @@ def setup_search(spec: DeviceSpec, supernet: str = "default", runs: str | Path =
     else:
         from ofa_edge.predictors.latency import LatencyPredictor
 
+        memory = None
         folder = Path(runs) / spec.name / space.id
         if not (folder / "latency_predictor.json").is_file():
             raise OfaEdgeError(f"no latency predictor for {spec.name} in {folder}: run ofa-edge bench --spec "

@@ -1,0 +1,96 @@
+"""ofa-edge deploy end to end with the shipped supernet, on this machine and over a real sshd:
+search, extract, BN recalibration, int8 TFLite, host checks, push, device eval and timing, bundle."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from conftest import CI_BENCH, bench_spec_yaml, require_fmnist
+from ofa_edge.deploy import DeployOptions, deploy
+from ofa_edge.devices.bench import BenchOptions, run_bench
+from ofa_edge.devices.spec import load_spec
+
+MANIFEST_KEYS = {"schema_version", "spec", "device", "supernet", "arch", "costs", "accuracy", "agreement",
+                 "latency_ms", "files", "versions", "verification", "input", "created"}
+
+
+@pytest.fixture(scope="module")
+def benched(tmp_path_factory, block_cache, sshd_server):
+    """Local and ssh devices, each benched on part of the shipped supernet's space (28 px,
+    kernels 3/7, expands 3/6), sharing the block cache."""
+    require_fmnist()
+    root = tmp_path_factory.mktemp("deploy")
+    specs = {"local": load_spec(bench_spec_yaml(root / "dl.yaml", {"transport": "local"}, str(root / "work"),
+                                                name="deploy-local")),
+             "ssh": load_spec(bench_spec_yaml(root / "ds.yaml", sshd_server.connection(),
+                                              f"{sshd_server.home}/deploy work", name="deploy-ssh"))}
+    for spec in specs.values():
+        run_bench(spec, BenchOptions(**CI_BENCH, supernet="default", out=root / "runs", cache=block_cache,
+                                     log=lambda _: None))
+    return root, specs
+
+
+def _options(root: Path, **kw) -> DeployOptions:
+    return DeployOptions(runs=root / "runs", out=root / "bundles", eval_images=400, bn_images=500,
+                         log=kw.pop("log", lambda _: None), **kw)
+
+
+def _check_bundle(bundle: Path) -> dict:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert MANIFEST_KEYS <= set(manifest)
+    for f in manifest["files"]:
+        data = (bundle / f["name"]).read_bytes()
+        assert len(data) == f["bytes"] and hashlib.sha256(data).hexdigest() == f["sha256"]
+    assert (bundle / "report.md").read_text().startswith("# ofa-edge bundle")
+    return manifest
+
+
+@pytest.mark.parametrize("device", ["local", "ssh"])
+def test_deploy_end_to_end_passes_verification(benched, device):
+    root, specs = benched
+    lines: list[str] = []
+    result = deploy(specs[device], _options(root, log=lines.append))
+    assert result.passed, result.manifest["verification"]
+    steps = [line.split(" ", 1)[0] for line in lines if line[:2].rstrip("/").isdigit()]
+    assert steps == [f"{i}/10" for i in range(1, 11)]
+    m = _check_bundle(result.bundle)
+    assert result.bundle == root / "bundles" / specs[device].name
+    assert m["format"] == "tflite-int8" and m["input"]["dtype"] == "int8" and m["input"]["resolution"] == 28
+    acc = m["accuracy"]
+    assert 0.5 < acc["host_fp32"] <= 1 and acc["host_fp32"] - acc["host_int8"] <= 0.02
+    assert m["agreement"] >= 0.995 and acc["device"] == pytest.approx(acc["host_int8"], abs=0.005)
+    assert m["latency_ms"]["measured"]["median"] > 0 and m["latency_ms"]["predicted"] > 0
+    assert m["supernet"]["sha256"] and m["device"]["spec"] == specs[device].name
+    arch = m["arch"]
+    assert arch.startswith("r28|") and all(tok[1] in "37" and tok[3] in "36" for tok in arch[4:].replace("|", ",").split(","))
+    names = {c["name"] for c in m["verification"]["checks"]}
+    assert {"the device ran the file that was pushed", "device labels agree with the host reference",
+            "no float tensors in the full-int8 model", "int8 top-1 drop from fp32"} <= names
+
+
+def test_a_model_corrupted_on_the_device_fails_verification(benched):
+    root, specs = benched
+
+    def damage(transport, remote_model):  # trailing bytes: the file still loads, its sha256 changes
+        transport.run(f"printf 'damaged' >> {shlex.quote(remote_model)}", timeout=30).check("damage")
+
+    result = deploy(specs["local"], _options(root, after_push=damage, out=root / "damaged"))
+    assert not result.passed
+    failed = [c["name"] for c in result.manifest["verification"]["checks"] if not c["passed"]]
+    assert "the device ran the file that was pushed" in failed
+    m = _check_bundle(result.bundle)
+    assert m["verification"]["passed"] is False
+    assert "FAILED" in (result.bundle / "report.md").read_text()
+
+
+def test_cli_deploy_without_a_bench_and_no_bench_says_what_to_run(tmp_path, run_cli, repo):
+    spec = bench_spec_yaml(tmp_path / "nb.yaml", {"transport": "local"}, str(tmp_path / "w"), name="never-benched")
+    done = run_cli("deploy", "--spec", str(spec), "--no-bench", "--runs", str(tmp_path / "runs"),
+                   "--out", str(tmp_path / "bundles"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "ofa-edge bench --spec" in done.stderr and "--quick" in done.stderr
+    assert not (tmp_path / "bundles").exists() or not any((tmp_path / "bundles").iterdir())
