@@ -35,8 +35,8 @@ def benched(tmp_path_factory, block_cache, sshd_server):
 
 
 def _options(root: Path, **kw) -> DeployOptions:
-    return DeployOptions(runs=root / "runs", out=root / "bundles", eval_images=400, bn_images=500,
-                         log=kw.pop("log", lambda _: None), **kw)
+    kw = {"out": root / "bundles", "log": lambda _: None, **kw}
+    return DeployOptions(runs=root / "runs", eval_images=400, bn_images=500, **kw)
 
 
 def _check_bundle(bundle: Path) -> dict:
