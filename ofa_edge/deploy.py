@@ -13,7 +13,6 @@ Runtime); MCU bundles (C array, TFLite Micro) are not built yet.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ import numpy as np
 
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import NotBuiltYet, OfaEdgeError
+from ofa_edge.fileio import sha256_file
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -57,10 +57,6 @@ class DeployResult:
     manifest: dict = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _check(name: str, passed: bool, figure, threshold, level: str = "fail", note: str = "") -> dict:
     return {"name": name, "passed": bool(passed), "figure": figure, "threshold": threshold, "level": level,
             "note": note}
@@ -88,7 +84,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     from ofa_edge.search.evolution import SearchSettings
     from ofa_edge.search.objective import report_row
     from ofa_edge.search.run import run_search, setup_search
-    from ofa_edge.space.checkpoint import _resolve as checkpoint_file, load_supernet
+    from ofa_edge.space.checkpoint import checkpoint_file, load_supernet
 
     log, o = options.log, options
     ledger = Ledger("deploy")
@@ -97,7 +93,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
 
     # 1. load
     net = load_supernet(o.supernet).eval()
-    ckpt = checkpoint_file(Path(o.supernet))
+    ckpt = checkpoint_file(o.supernet)
     space = net.space
     predictor_file = Path(o.runs) / spec.name / space.id / "latency_predictor.json"
     if not predictor_file.is_file():
@@ -206,7 +202,7 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger) ->
     predicted = row["predicted"]["latency_ms"]
     log(f"9/10 device time: {STATISTIC} {measured:.3f} ms (median {timing['median_ms']:.3f} ms), "
         f"predicted {predicted:.3f} ms")
-    pushed = _sha256(model_path)
+    pushed = sha256_file(model_path)
     checks.insert(0, _check("the device ran the file that was pushed", on_device["sha256"] == pushed,
                             on_device["sha256"][:16], pushed[:16]))
     checks.append(_check("device labels agree with the host reference", agreement >= o.agreement_min,
@@ -222,7 +218,7 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger) ->
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION, "spec": spec.name,
         "device": device_identity(spec, info, fmt), "supernet": {"id": net.space.id, "path": str(o.supernet),
-                                                                 "sha256": _sha256(ckpt)},
+                                                                 "sha256": sha256_file(ckpt)},
         "arch": str(arch), "costs": net.costs(arch).to_json(), "format": fmt.name, "conversion": conversion,
         "accuracy": {"host_fp32": host_fp32, "host_int8" if fmt.precision == "int8" else "host_converted": host["top1"],
                      "device": on_device["top1"], "images": len(images), "split": "test"},
@@ -233,7 +229,7 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger) ->
                   "mean": list(net.input_mean), "std": list(net.input_std), "scale": inp.get("scale"),
                   "zero_point": inp.get("zero_point"),
                   "note": "RGB (gray repeated) scaled to [0, 1]; the normalisation is inside the model"},
-        "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(staging.iterdir())],
+        "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(staging.iterdir())],
         "versions": {"ofa-edge": _version("ofa-edge"), "converter": converter_version(),
                      "runtime_on_device": timing.get("runtime"), "torch": torch.__version__},
         "verification": {"passed": passed, "checks": checks},

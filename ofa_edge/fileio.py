@@ -1,6 +1,8 @@
-"""Atomic file writes: a temp file in the same folder, then a rename. Readers never see half a file."""
+"""Atomic file writes (a temp file in the same folder, then a rename: readers never see half a
+file) and file digests."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,3 +26,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -34,7 +34,7 @@ from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.store import MeasurementStore
 from ofa_edge.devices.transports import CommandTimeout, ConnectError, Transport, TransportError, make_transport, remote_path_join
 from ofa_edge.errors import OfaEdgeError
-from ofa_edge.fileio import write_json_atomic
+from ofa_edge.fileio import sha256_file, write_json_atomic
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.searchspace import SearchSpace
 
@@ -92,14 +92,11 @@ def plan_resolutions(space: SearchSpace, trained: list[int] | None, spec: Device
             raise BenchError(f"resolutions {bad} are not in space {space.id} ({allowed})")
         chosen = sorted(set(requested))
     else:
-        chosen = sorted(set(trained or allowed) & set(allowed))
-        if spec.budgets and spec.budgets.resolution:
-            lo, hi = spec.budgets.resolution
-            inside = [r for r in chosen if lo <= r <= hi]
-            if not inside:
-                raise BenchError(f"no resolution the supernet knows ({chosen}) is inside the spec's "
-                                 f"budgets.resolution {[lo, hi]}; widen the range or pass --resolution")
-            chosen = inside
+        known = sorted(set(trained or allowed) & set(allowed))
+        chosen = spec.in_resolution_range(known)
+        if not chosen:
+            raise BenchError(f"no resolution the supernet knows ({known}) is inside the spec's "
+                             f"budgets.resolution {spec.budgets.resolution}; widen the range or pass --resolution")
     if quick and len(chosen) > QUICK_MAX_RESOLUTIONS:
         chosen = [chosen[0], chosen[-1]]
     return chosen
@@ -244,13 +241,13 @@ class Bench:
 
     # -------------------------------------------------------- setup
     def _load(self) -> None:
-        from ofa_edge.space.checkpoint import _resolve as checkpoint_file, load_supernet, read_header
+        from ofa_edge.space.checkpoint import checkpoint_file, load_supernet, read_header
 
         o = self.options
         self.net = load_supernet(o.supernet).eval()
-        checkpoint = checkpoint_file(Path(o.supernet)) if o.supernet not in _preset_names() else None
+        checkpoint = checkpoint_file(o.supernet) if o.supernet not in _preset_names() else None
         header = read_header(checkpoint) if checkpoint else {}
-        self.weights_id = (_file_sha256(checkpoint)[:12] if checkpoint else f"init-{o.supernet}")
+        self.weights_id = (sha256_file(checkpoint)[:12] if checkpoint else f"init-{o.supernet}")
         self.space = self.net.space
         self.resolutions = plan_resolutions(self.space, header.get("trained_resolutions"), self.spec,
                                             o.resolutions, o.quick)
@@ -381,7 +378,7 @@ class Bench:
     def _time(self, files: list[Path]) -> list[dict]:
         remote_files, digests = [], []
         for f in files:
-            digest = _file_sha256(f)
+            digest = sha256_file(f)
             remote = remote_path_join(self.remote, "models", digest[:20] + f.suffix)
             self.transport.put(str(f), remote)
             remote_files.append(remote)
@@ -469,14 +466,6 @@ def _preset_names() -> set[str]:
     from ofa_edge.space.presets import PRESETS
 
     return set(PRESETS)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _block_calibration(key: BlockKey, shape: tuple[int, ...]):

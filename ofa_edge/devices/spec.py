@@ -132,6 +132,13 @@ class DeviceSpec(_Section):
     #: the file this spec came from (not part of the schema)
     source: Optional[str] = Field(default=None, exclude=True)
 
+    def in_resolution_range(self, resolutions) -> list[int]:
+        """The resolutions inside ``budgets.resolution`` (all of them when the spec sets none)."""
+        if self.budgets is None or not self.budgets.resolution:
+            return list(resolutions)
+        lo, hi = self.budgets.resolution
+        return [r for r in resolutions if lo <= r <= hi]
+
     def one_line(self) -> str:
         """A compact summary for ``ofa-edge specs list``."""
         c, r, b = self.connection, self.runtime, self.budgets

@@ -33,9 +33,9 @@ def _accuracy_predictor(supernet: str):
 
 
 def _header(supernet: str) -> dict:
-    from ofa_edge.space.checkpoint import _resolve as checkpoint_file, read_header
+    from ofa_edge.space.checkpoint import checkpoint_file, read_header
 
-    return read_header(checkpoint_file(Path(supernet)))
+    return read_header(checkpoint_file(supernet))
 
 
 def budgets_for(spec: DeviceSpec, overrides: dict[str, float | None]) -> dict[str, float]:
@@ -79,10 +79,7 @@ def setup_search(spec: DeviceSpec, supernet: str = "default", runs: str | Path =
         v = lp.validation
         source = (f"measured on {spec.name} ({folder}; held-out {v.get('n')} subnets, "
                   f"{(v.get('within_10pct') or 0):.0%} within ±10%)")
-    resolutions = [r for r in coverage["resolutions"] if r in trained]
-    if spec.budgets and spec.budgets.resolution:
-        lo, hi = spec.budgets.resolution
-        resolutions = [r for r in resolutions if lo <= r <= hi]
+    resolutions = spec.in_resolution_range(r for r in coverage["resolutions"] if r in trained)
     if not resolutions:
         raise OfaEdgeError(f"no resolution is both measured ({coverage['resolutions']}), known to the accuracy "
                            f"predictor ({trained}) and inside the spec's range; bench other resolutions")

@@ -116,6 +116,12 @@ def supernet_dir(name_or_path: str | os.PathLike) -> Path:
     return path if path.is_dir() else path.parent
 
 
+def checkpoint_file(name_or_path: str | os.PathLike) -> Path:
+    """The .safetensors file of ``default``, a run folder or a checkpoint path (CheckpointError
+    when there is none)."""
+    return _resolve(Path(name_or_path))
+
+
 def _resolve(path: Path) -> Path:
     if str(path) == "default":
         path = DEFAULT_DIR
