@@ -19,6 +19,8 @@ class Format:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx-fp32", "onnxruntime", "fp32", ".onnx", "ONNX, float32"),
+    Format("onnx-fp16", "onnxruntime", "fp16", ".onnx",
+           "ONNX, float16 weights, activations, input and output (for GPU providers: CUDA, TensorRT)"),
     Format("tflite-fp32", "tflite", "fp32", ".tflite", "TFLite, float32"),
     Format("tflite-int8", "tflite", "int8", ".tflite",
            "TFLite full-int8 (int8 weights per-channel, int8 activations, int8 input/output)"),

@@ -42,7 +42,7 @@ def convert_module(module: torch.nn.Module, input_shape: tuple[int, ...], fmt: F
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if fmt.runtime == "onnxruntime":
-        opset = export_onnx(module, tuple(input_shape), out_path, max_opset)
+        opset = export_onnx(module, tuple(input_shape), out_path, max_opset, half=fmt.precision == "fp16")
         return {"format": fmt.name, "opset": opset, "converter": converter_version()}
     if calibration is None:
         raise ValueError(f"{fmt.name} needs calibration data")

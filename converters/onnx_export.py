@@ -26,9 +26,10 @@ def choose_opset(runtime_max_opset: int | None) -> int:
 
 
 def export_onnx(model: torch.nn.Module, resolution: int | tuple[int, ...], path: str | os.PathLike,
-                runtime_max_opset: int | None = None) -> int:
+                runtime_max_opset: int | None = None, half: bool = False) -> int:
     """Export ``model`` (eval mode) for (1, 3, R, R) inputs, or for the NCHW shape given as a
-    tuple, to ``path``; return the opset used."""
+    tuple, to ``path``; return the opset used. ``half``: float16 weights, activations, input and
+    output (a copy of the model is cast; the caller's stays float32)."""
     import onnx
 
     opset = choose_opset(runtime_max_opset)
@@ -37,6 +38,10 @@ def export_onnx(model: torch.nn.Module, resolution: int | tuple[int, ...], path:
     model = model.eval()
     shape = tuple(resolution) if isinstance(resolution, (tuple, list)) else (1, 3, resolution, resolution)
     example = torch.rand(*shape)
+    if half:
+        import copy
+
+        model, example = copy.deepcopy(model).half(), example.half()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
     os.close(fd)
     try:

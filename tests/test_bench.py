@@ -268,3 +268,29 @@ def test_mock_timeout_and_dropped_link_keep_what_was_measured(ci_bench, tmp_path
     assert result.measured_now == result.blocks + 2 - partial
     blocks, _ = _tables(folder)
     assert blocks["identity"]["cpu"] == "fake" and len(blocks["blocks"]) == result.blocks
+
+
+def test_jetson_like_fp16_onnx_bench_falls_back_to_cpu_and_says_so(ci_bench, tmp_path, ci_supernet):
+    """The Jetson spec's runtime (onnxruntime fp16, CUDA then CPU providers) on this machine: the
+    runner falls back to CPUExecutionProvider with a recorded warning."""
+    import yaml
+
+    _, options, first, _ = ci_bench
+    path = bench_spec_yaml(tmp_path / "jetson-like.yaml", {"transport": "local"}, str(tmp_path / "work"),
+                           name="ci-jetson-like")
+    data = yaml.safe_load(path.read_text())
+    data["runtime"] = {"name": "onnxruntime", "version": "1.23.0", "max_opset": 15, "threads": 1,
+                       "execution_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    data["precision"] = "fp16"
+    path.write_text(yaml.safe_dump(data))
+    result = run_bench(load_spec(path), dataclasses.replace(options, out=tmp_path / "runs", subnets=0,
+                                                             log=lambda _: None))
+    blocks, _ = _tables(result.folder)
+    assert blocks["format"] == "onnx-fp16" and blocks["identity"]["runtime"] == "onnxruntime"
+    assert blocks["identity"]["execution_providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert result.measured_now == first.blocks + 2
+    if COLD_CACHE:
+        assert result.converted_now == result.measured_now  # a new format: nothing cached for it yet
+    assert "CUDAExecutionProvider" not in blocks["identity"]["available_providers"]
+    for b in blocks["blocks"]:  # the runner fell back to the CPU provider
+        assert b["runtime"]["name"] == "onnxruntime" and b["runtime"]["providers"] == ["CPUExecutionProvider"]

@@ -100,3 +100,24 @@ def test_format_table_drives_the_choice():
     assert format_for("onnxruntime", "fp32").suffix == ".onnx"
     with pytest.raises(ConversionError, match="no converter yet"):
         format_for("tflite-micro", "int8")
+
+
+def test_fp16_onnx_runs_in_onnxruntime_and_matches_fp32(subnet_files, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    sub, folder, *_ = subnet_files
+    from converters.convert import convert_module
+
+    convert_module(sub, (1, 3, 28, 28), FORMATS["onnx-fp16"], tmp_path / "sub16.onnx")
+    graph = onnx.load(tmp_path / "sub16.onnx")
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    s32 = ort.InferenceSession(str(folder / "sub.onnx"), providers=["CPUExecutionProvider"])
+    s16 = ort.InferenceSession(str(tmp_path / "sub16.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((16, 1, 3, 28, 28), dtype=np.float32)
+    a = np.concatenate([s32.run(None, {"input": v})[0] for v in x])
+    b = np.concatenate([s16.run(None, {"input": v.astype(np.float16)})[0] for v in x]).astype(np.float32)
+    scale = float(np.abs(a).max())
+    assert np.abs(a - b).max() <= 2e-2 * max(scale, 1.0), (np.abs(a - b).max(), scale)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+    assert format_for("onnxruntime", "fp16").name == "onnx-fp16"
