@@ -164,7 +164,7 @@ class SshdServer:
         self.home.mkdir(exist_ok=True)
         q = lambda p: f'"{p}"'  # noqa: E731 - sshd_config quotes paths with spaces
         self.config.write_text("\n".join([
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {self.host}",
             f"Port {self.port}",
             f"HostKey {q(self.host_key)}",
             f"AuthorizedKeysFile {q(self.dir / 'authorized_keys')}",
@@ -186,13 +186,16 @@ class SshdServer:
             "",
         ]))
 
+    def command(self) -> list[str]:
+        """The argv that starts sshd in the foreground (subclasses wrap it)."""
+        return [SSHD, "-D", "-f", str(self.config), "-E", str(self.log)]
+
     def start(self, timeout: float = 10.0) -> "SshdServer":
         if self._proc is not None and self._proc.poll() is None:
             return self
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation folder
         self.write_config()
-        self._proc = subprocess.Popen([SSHD, "-D", "-f", str(self.config), "-E", str(self.log)],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, start_new_session=True)
         self.pid = self._proc.pid
         deadline = time.monotonic() + timeout
