@@ -79,7 +79,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     from converters import format_for
     from ofa_edge.data import load_dataset, make_splits
     from ofa_edge.devices.bench import BenchOptions, run_bench
-    from ofa_edge.evaluate import calibrated_subnet, calibration_indices
+    from ofa_edge.evaluate import calibration_indices, recalibrate
     from ofa_edge.ledger import Ledger
     from ofa_edge.search.evolution import SearchSettings
     from ofa_edge.search.objective import report_row
@@ -123,7 +123,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     calib = splits.train_x[calibration_indices(len(splits.train_x), o.bn_images, 0)]
     sub = net.extract(arch).eval()
     log(f"3/10 extract: plain network, {sum(p.numel() for p in sub.parameters()):,} parameters")
-    sub = calibrated_subnet(net, arch, torch.from_numpy(np.ascontiguousarray(calib))).eval()
+    sub = recalibrate(sub, torch.from_numpy(np.ascontiguousarray(calib)), arch.resolution).eval()
     log(f"4/10 recalibrate BN: {len(calib):,} training images")
 
     # 5. convert (everything is written into a hidden staging folder, renamed at the end)

@@ -39,11 +39,16 @@ def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, resolution: i
     return correct / max(1, len(x))
 
 
+def recalibrate(sub: torch.nn.Module, calib_x: torch.Tensor, resolution: int, batch: int = 500) -> torch.nn.Module:
+    """Re-estimate the BN statistics of an extracted subnet on uint8 NHWC images ``calib_x``."""
+    sub = sub.to(memory_format=torch.channels_last)
+    recalibrate_bn(sub, (to_model_input(calib_x[i:i + batch], resolution) for i in range(0, len(calib_x), batch)))
+    return sub
+
+
 def calibrated_subnet(net: OFASupernet, arch: Arch, calib_x: torch.Tensor, batch: int = 500) -> torch.nn.Module:
     """The plain subnet for ``arch`` with BN statistics re-estimated on ``calib_x``."""
-    sub = net.extract(arch).to(memory_format=torch.channels_last)
-    recalibrate_bn(sub, (to_model_input(calib_x[i:i + batch], arch.resolution) for i in range(0, len(calib_x), batch)))
-    return sub
+    return recalibrate(net.extract(arch), calib_x, arch.resolution, batch)
 
 
 def evaluate_arch(net: OFASupernet, arch: Arch, data: EvalData) -> float:

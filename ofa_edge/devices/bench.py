@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -480,24 +481,29 @@ def _block_calibration(key: BlockKey, shape: tuple[int, ...]):
     return rng.normal(0, 1, n).astype(np.float32)
 
 
-_IMAGES: dict[int, object] = {}
+@lru_cache(maxsize=1)
+def _train_images():
+    """The first 32 training images (uint8 NHWC), or None when the dataset is not installed."""
+    try:
+        from ofa_edge.data import load_fashion_mnist
+
+        return load_fashion_mnist().train_x[:32]
+    except OfaEdgeError:
+        return None
 
 
+@lru_cache(maxsize=None)
 def _image_calibration(resolution: int):
     """32 training images at ``resolution`` (NCHW, [0, 1]) for int8 calibration; random images
     when the dataset is not installed (the latency does not depend on them)."""
     import numpy as np
 
-    if resolution not in _IMAGES:
-        try:
-            from ofa_edge.data import load_fashion_mnist
-            from ofa_edge.data.tensors import to_model_input
+    images = _train_images()
+    if images is None:
+        return np.random.RandomState(0).uniform(0, 1, (32, 3, resolution, resolution)).astype(np.float32)
+    from ofa_edge.data.tensors import to_model_input
 
-            images = load_fashion_mnist().train_x[:32]
-            _IMAGES[resolution] = to_model_input(images, resolution).contiguous().numpy()
-        except OfaEdgeError:
-            _IMAGES[resolution] = np.random.RandomState(0).uniform(0, 1, (32, 3, resolution, resolution)).astype(np.float32)
-    return _IMAGES[resolution]
+    return to_model_input(images, resolution).contiguous().numpy()
 
 
 class _Quiet:

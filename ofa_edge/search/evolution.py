@@ -67,7 +67,7 @@ def evolve(space: SearchSpace, objective: Objective, settings: SearchSettings | 
         result.queries.append(objective.queries)
         population = parents + _children(space, parents, s.population - n_parents, s, rng)
     rows = objective.evaluate(population)
-    result.best = min(population, key=lambda a: _rank_key(objective.evaluate([a])[0]))
+    result.best = population[min(range(len(population)), key=lambda i: _rank_key(rows[i]))]
     return result
 
 
