@@ -14,11 +14,11 @@ esac
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "==> system packages (apt-get)"
   apt-get update -qq
-  pkgs=(dataset-fashion-mnist openssh-server iproute2)
+  pkgs=(dataset-fashion-mnist openssh-server iproute2 g++)
   python3 -c "import ensurepip, venv" 2>/dev/null || pkgs+=(python3-venv python3-pip)
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 else
-  echo "==> not root or no apt-get: skipping system packages (dataset-fashion-mnist, openssh-server, iproute2)"
+  echo "==> not root or no apt-get: skipping system packages (dataset-fashion-mnist, openssh-server, iproute2, g++)"
 fi
 
 python3 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || {

@@ -46,9 +46,18 @@ def convert_module(module: torch.nn.Module, input_shape: tuple[int, ...], fmt: F
         return {"format": fmt.name, "opset": opset, "converter": converter_version()}
     if calibration is None:
         raise ValueError(f"{fmt.name} needs calibration data")
+    if fmt.runtime == "tflite-micro":
+        from converters.micro import micro_compatible
+
+        module = micro_compatible(module)
     with tempfile.TemporaryDirectory(prefix="ofa-edge-convert-", dir=out_path.parent) as work:
         onnx_path = Path(work) / "model.onnx"
         opset = export_onnx(module, tuple(input_shape), onnx_path)
         nhwc = np.ascontiguousarray(np.asarray(calibration, dtype=np.float32).transpose(0, 2, 3, 1))
         onnx_to_tflite(onnx_path, out_path, fmt.precision, nhwc)
-    return {"format": fmt.name, "opset": opset, "converter": converter_version()}
+    record = {"format": fmt.name, "opset": opset, "converter": converter_version()}
+    if fmt.c_array:
+        from converters.c_array import write_c_array
+
+        record["c_array"] = [p.name for p in write_c_array(out_path, out_path.parent)]
+    return record

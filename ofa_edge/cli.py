@@ -214,10 +214,13 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
     if args.eval_images < 1:
         raise OfaEdgeError("--eval-images must be at least 1")
+    if args.drop_warn > args.drop_fail:
+        raise OfaEdgeError(f"--drop-warn {args.drop_warn} is above --drop-fail {args.drop_fail}")
     spec = load_spec(resolve_spec_path(args.spec))
     result = deploy(spec, DeployOptions(supernet=args.supernet, runs=Path(args.runs), out=Path(args.out),
-                                        latency_ms=args.latency_ms, arch=args.arch, eval_images=args.eval_images,
-                                        no_bench=args.no_bench))
+                                        latency_ms=args.latency_ms, sram_kb=args.sram_kb, flash_kb=args.flash_kb,
+                                        arch=args.arch, eval_images=args.eval_images, no_bench=args.no_bench,
+                                        drop_warn=args.drop_warn, drop_fail=args.drop_fail))
     if result.passed:
         return 0
     failed = [c["name"] for c in result.manifest["verification"]["checks"] if not c["passed"] and c["level"] == "fail"]
@@ -357,9 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     dp = _sub(sub, "deploy", "search, extract, convert, push, verify and bundle one subnet",
               "ofa-edge deploy --spec device_specs/local.yaml\n"
               "  ofa-edge deploy --spec device_specs/pixel.yaml --latency-ms 5 --out bundles/\n"
+              "  ofa-edge deploy --spec device_specs/stm32f746.yaml\n"
               '  ofa-edge deploy --spec device_specs/local.yaml --arch "<arch text>"')
     dp.add_argument("--spec", required=True, help="device spec (a path, or a shipped spec's name)")
     dp.add_argument("--latency-ms", type=_positive_number, help="latency budget (default: the spec's)")
+    dp.add_argument("--sram-kb", type=_positive_number, help="peak SRAM budget in KiB (default: the spec's)")
+    dp.add_argument("--flash-kb", type=_positive_number, help="flash budget in KiB (default: the spec's)")
+    dp.add_argument("--drop-warn", type=float, default=0.01, help="warn above this int8 top-1 drop (default 0.01)")
+    dp.add_argument("--drop-fail", type=float, default=0.02, help="fail above this int8 top-1 drop (default 0.02)")
     dp.add_argument("--arch", help="skip search, deploy this subnet")
     dp.add_argument("--supernet", default="default", help="a run folder, a checkpoint, or 'default'")
     dp.add_argument("--runs", default="runs", help="bench tables (default runs); bench --quick runs first if missing")

@@ -5,11 +5,17 @@ first when there is none), search (or ``--arch``), extract, recalibrate BN, conv
 format, check on the host, push, evaluate on the device on the untouched test split, time on the
 device, write the bundle (a temp dir, then a rename) with ``manifest.json`` and ``report.md``.
 
+Host checks follow the format table (``converters.FORMATS``): fp32 outputs within 1e-4 of torch,
+fp16 labels agreeing with torch fp32 on >= 99.5% of images, full-int8 with no float tensor.
 Verification (DESIGN.md §7): device labels agree with the host's reference interpreter on the
 same file on >= 99.5% of images; the int8 drop from fp32 is <= 1 point (warn), <= 2 (fail);
 the file the device ran has the sha256 that was pushed; measured latency is compared with the
-prediction (a warning past 10%). Built so far for devices with a transport (TFLite, ONNX
-Runtime); MCU bundles (C array, TFLite Micro) are not built yet.
+prediction (a warning past 10%).
+
+An MCU-class spec (no transport) has no device to push to: steps 7-9 become the C array (and a
+compile check), TFLite Micro's own interpreter on the host (accuracy, agreement with the TFLite
+interpreter, and the arena it really allocates, checked with the spec's runtime overhead against
+the SRAM budget; model plus overhead against flash), and the cost model's latency.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from ofa_edge.devices.spec import DeviceSpec
-from ofa_edge.errors import NotBuiltYet, OfaEdgeError
+from ofa_edge.errors import OfaEdgeError
 from ofa_edge.fileio import sha256_file
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -37,6 +43,8 @@ class DeployOptions:
     runs: Path = Path("runs")
     out: Path = Path("bundles")
     latency_ms: float | None = None
+    sram_kb: float | None = None
+    flash_kb: float | None = None
     arch: str | None = None
     eval_images: int = 2000
     bn_images: int = 2000
@@ -71,9 +79,6 @@ def _float_tensors(path: Path) -> list[str]:
 
 
 def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
-    if spec.connection.transport == "none":
-        raise NotBuiltYet(f"deploy for MCU-class specs ({spec.name}: int8 C array, TFLite Micro arena check) is not "
-                          "built yet (it lands with the rest of issue [6/7]); ofa-edge search works for it")
     import torch
 
     from converters import format_for
@@ -95,18 +100,21 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     net = load_supernet(o.supernet).eval()
     ckpt = checkpoint_file(o.supernet)
     space = net.space
+    mcu = spec.connection.transport == "none"
     predictor_file = Path(o.runs) / spec.name / space.id / "latency_predictor.json"
-    if not predictor_file.is_file():
+    if not mcu and not predictor_file.is_file():
         command = f"ofa-edge bench --spec {spec.source or spec.name} --quick --out {o.runs}"
         if o.no_bench:
             raise OfaEdgeError(f"no latency predictor for {spec.name} in {predictor_file.parent}; run: {command}")
         log(f"1/10 load: no latency predictor for {spec.name} yet: running {command}")
         run_bench(spec, BenchOptions(quick=True, supernet=o.supernet, out=Path(o.runs), cache=o.cache,
                                      progress=False, log=lambda line: log("     " + line)))
-    log(f"1/10 load: supernet {o.supernet} ({space.id}), latency predictor {predictor_file}")
+    source = f"the cost model of {spec.name}" if mcu else f"latency predictor {predictor_file}"
+    log(f"1/10 load: supernet {o.supernet} ({space.id}), {source}")
 
     # 2. search
-    setup = setup_search(spec, o.supernet, o.runs, {"latency_ms": o.latency_ms})
+    setup = setup_search(spec, o.supernet, o.runs,
+                         {"latency_ms": o.latency_ms, "peak_sram_kb": o.sram_kb, "flash_kb": o.flash_kb})
     if o.arch:
         arch = space.validate(space.parse(o.arch))
         setup.objective.evaluate([arch], full=True)  # refuses blocks bench never measured
@@ -129,50 +137,141 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     # 5. convert (everything is written into a hidden staging folder, renamed at the end)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=_ensure(Path(o.out))))
     try:
-        return _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger)
+        return _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, setup.objective.budgets)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise
 
 
-def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger) -> DeployResult:
+PARITY_IMAGES = 64  # images whose outputs the fp32 check compares with torch
+
+
+def _torch_outputs(sub, images: np.ndarray, resolution: int) -> np.ndarray:
+    """Logits of the torch subnet on uint8 NHWC images (already at ``resolution``)."""
+    import torch
+
+    from ofa_edge.data.tensors import to_model_input
+
+    with torch.no_grad():
+        return np.concatenate([sub(to_model_input(images[i:i + 500], resolution)).numpy()
+                               for i in range(0, len(images), 500)])
+
+
+def _host_checks(fmt, o: DeployOptions, model_path: Path, torch_logits: np.ndarray, labels: np.ndarray,
+                 host: dict) -> list[dict]:
+    """The format's host check (``converters.HOST_CHECKS``) of the converted file against torch."""
+    from converters import LABEL_AGREEMENT, MAX_ABS_DIFF
+
+    torch_labels = torch_logits.argmax(1)
+    if fmt.host_check == "outputs":
+        n = min(PARITY_IMAGES, len(host["logits"]))
+        diff = float(np.abs(np.asarray(host["logits"][:n]) - torch_logits[:n]).max())
+        return [_check(f"{fmt.name} outputs match torch ({n} images)", diff <= MAX_ABS_DIFF, float(f"{diff:.3g}"),
+                       MAX_ABS_DIFF)]
+    if fmt.host_check == "labels":
+        agree = float(np.mean(np.asarray(host["predicted"]) == torch_labels))
+        return [_check(f"{fmt.name} top-1 labels agree with torch fp32", agree >= LABEL_AGREEMENT, round(agree, 4),
+                       LABEL_AGREEMENT)]
+    floats = _float_tensors(model_path)
+    drop = float(np.mean(torch_labels == labels)) - host["top1"]
+    return [_check("no float tensors in the full-int8 model", not floats, len(floats), 0, note=", ".join(floats[:3])),
+            _check("int8 top-1 drop from fp32", drop <= o.drop_fail, round(drop, 4), o.drop_fail,
+                   note="warning: above %.3f" % o.drop_warn if drop > o.drop_warn else "")]
+
+
+def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, budgets) -> DeployResult:
     """Steps 5-10, writing into ``staging``."""
     import torch
 
     from converters.convert import convert_module, converter_version
     from ofa_edge.data.tensors import to_model_input
-    from ofa_edge.devices.bench import device_identity
-    from ofa_edge.devices.check import device_python
-    from ofa_edge.devices.runner import RUNNER_PATH
-    from ofa_edge.devices.runner_host import parse_answer, run_local
-    from ofa_edge.devices.transports import make_transport, remote_path_join
-    from ofa_edge.evaluate import top1
+    from ofa_edge.devices.runner_host import run_local
 
     log, r = o.log, arch.resolution
     model_path = staging / f"model{fmt.suffix}"
     quant_images = to_model_input(splits.train_x[:200], r).contiguous().numpy()
     t0 = time.perf_counter()
     conversion = convert_module(sub, (1, 3, r, r), fmt, model_path, quant_images, spec.runtime.max_opset)
-    log(f"5/10 convert: {fmt.name} ({model_path.stat().st_size:,} bytes, {time.perf_counter() - t0:.1f} s)")
+    extra = f" + C array {', '.join(conversion['c_array'])}" if conversion.get("c_array") else ""
+    log(f"5/10 convert: {fmt.name} ({model_path.stat().st_size:,} bytes{extra}, {time.perf_counter() - t0:.1f} s)")
 
-    # 6. host checks: torch fp32 top-1, the host reference interpreter's labels on the same file
+    # 6. host checks: the converted file on the host's reference interpreter against torch fp32
     test_x, test_y = splits.test_x[:o.eval_images], splits.test_y[:o.eval_images]
     images = (to_model_input(test_x, r).permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-    data = staging / "test_images.npz"
+    data = Path(tempfile.mkdtemp(prefix="ofa-edge-deploy-")) / "test_images.npz"
     np.savez(data, x=images, y=test_y)
-    host_fp32 = top1(sub, torch.from_numpy(images), torch.from_numpy(test_y), r)
-    host = run_local("eval", "--model", str(model_path), "--data", str(data), "--batch", "1")
-    checks = []
-    if fmt.precision == "int8":
-        floats = _float_tensors(model_path)
-        checks.append(_check("no float tensors in the full-int8 model", not floats, len(floats), 0,
-                             note=", ".join(floats[:3])))
-        drop = host_fp32 - host["top1"]
-        checks.append(_check("int8 top-1 drop from fp32", drop <= o.drop_fail, round(drop, 4), o.drop_fail,
-                             note="warning above %.3f" % o.drop_warn if drop > o.drop_warn else ""))
-    log(f"6/10 host: torch fp32 top-1 {host_fp32:.2%}, {fmt.name} on the host reference {host['top1']:.2%}")
+    torch_logits = _torch_outputs(sub, images, r)
+    host_fp32 = float(np.mean(torch_logits.argmax(1) == test_y))
+    # TFLite Micro implements TFLite's reference kernels: an MCU's host reference runs those
+    kernels = ["--kernels", "reference"] if fmt.runtime == "tflite-micro" else []
+    host = run_local("eval", "--model", str(model_path), "--data", str(data), "--batch", "1",
+                     "--logits", str(PARITY_IMAGES), *kernels)
+    checks = _host_checks(fmt, o, model_path, torch_logits, test_y, host)
+    log(f"6/10 host: torch fp32 top-1 {host_fp32:.2%}, {fmt.name} on the host reference {host['top1']:.2%}; "
+        + "; ".join(f"{c['name']}: {c['figure']} ({'ok' if c['passed'] else 'FAILED'})" for c in checks))
 
-    # 7-9. push, evaluate and time on the device
+    try:
+        if spec.connection.transport == "none":
+            found = _on_micro(spec, o, model_path, staging, data, host, row, budgets)
+        else:
+            found = _on_device(spec, o, fmt, model_path, data, host, row)
+    finally:
+        shutil.rmtree(data.parent, ignore_errors=True)
+    checks = found.pop("checks_first") + checks + found.pop("checks")
+    passed = all(c["passed"] for c in checks if c["level"] == "fail")
+
+    # 10. bundle
+    inp = host.get("input") or {}
+    converted_key = "host_int8" if fmt.precision == "int8" else f"host_{fmt.precision}"
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION, "spec": spec.name, "device": found["device"],
+        "supernet": {"id": net.space.id, "path": str(o.supernet), "sha256": sha256_file(ckpt)},
+        "arch": str(arch), "costs": net.costs(arch).to_json(), "format": fmt.name, "conversion": conversion,
+        "accuracy": {"host_fp32": host_fp32, converted_key: host["top1"], "device": found["device_top1"],
+                     "device_runtime": found["device_runtime"], "images": len(images), "split": "test"},
+        "agreement": found["agreement"],
+        "latency_ms": {"predicted": row["predicted"]["latency_ms"], "statistic": found["statistic"],
+                       "source": found["latency_source"], "measured": found["measured"]},
+        "input": {"resolution": r, "layout": host.get("layout"), "dtype": inp.get("dtype"),
+                  "mean": list(net.input_mean), "std": list(net.input_std), "scale": inp.get("scale"),
+                  "zero_point": inp.get("zero_point"),
+                  "note": "RGB (gray repeated) scaled to [0, 1]; the normalisation is inside the model"},
+        "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(staging.iterdir())],
+        "versions": {"ofa-edge": _version("ofa-edge"), "converter": converter_version(),
+                     "runtime_on_device": found["device_runtime"], "torch": torch.__version__},
+        "verification": {"passed": passed, "checks": checks},
+        "predicted": row, **found.get("manifest", {}),
+        "ledger": ledger.stop().to_json(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_json(staging / "manifest.json", manifest)
+    (staging / "report.md").write_text(_report(manifest))
+    bundle = Path(o.out) / spec.name
+    old = None
+    if bundle.exists():
+        old = bundle.with_name(f".{spec.name}-old-{os.getpid()}")
+        os.replace(bundle, old)
+    os.replace(staging, bundle)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+    log(f"10/10 bundle: {bundle} ({'verification passed' if passed else 'VERIFICATION FAILED'})")
+    log(ledger.stop().line())
+    return DeployResult(bundle, passed, manifest)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, row: dict) -> dict:
+    """Steps 7-9 on a device with a transport: push, evaluate, time."""
+    from ofa_edge.devices.bench import device_identity
+    from ofa_edge.devices.check import device_python
+    from ofa_edge.devices.runner import RUNNER_PATH
+    from ofa_edge.devices.runner_host import parse_answer
+    from ofa_edge.devices.transports import make_transport, remote_path_join
+    from ofa_edge.predictors.latency import STATISTIC
+
+    log = o.log
     with make_transport(spec) as transport:
         work = remote_path_join(transport.expand_user(spec.device.work_dir), "deploy")
         transport.run(["mkdir", "-p", work], timeout=30).check("mkdir")
@@ -182,7 +281,7 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger) ->
             transport.put(str(local), remote)
         if o.after_push:
             o.after_push(transport, remote_model)
-        log(f"7/10 push: {model_path.name} and {len(images):,} test images to {transport.describe()}")
+        log(f"7/10 push: {model_path.name} and the test images to {transport.describe()}")
         run = lambda *args: parse_answer(transport.run([device_python(spec), remote_runner, *args],  # noqa: E731
                                                        timeout=spec.connection.command_timeout_s).stdout)
         info = run("info")
@@ -196,58 +295,79 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger) ->
             timing_args += ["--affinity", ",".join(str(c) for c in spec.runtime.cpu_affinity)]
         timing = run("time", "--model", remote_model, *timing_args)["models"][0]
         transport.run(["rm", "-rf", work], timeout=60)
-    from ofa_edge.predictors.latency import STATISTIC
-
-    measured = timing[STATISTIC]
-    predicted = row["predicted"]["latency_ms"]
+    measured, predicted = timing[STATISTIC], row["predicted"]["latency_ms"]
     log(f"9/10 device time: {STATISTIC} {measured:.3f} ms (median {timing['median_ms']:.3f} ms), "
         f"predicted {predicted:.3f} ms")
-    pushed = sha256_file(model_path)
-    checks.insert(0, _check("the device ran the file that was pushed", on_device["sha256"] == pushed,
-                            on_device["sha256"][:16], pushed[:16]))
-    checks.append(_check("device labels agree with the host reference", agreement >= o.agreement_min,
-                         round(agreement, 4), o.agreement_min))
-    off = abs(measured - predicted) / predicted
-    checks.append(_check("measured latency vs predicted", off <= o.latency_warn, round(off, 4), o.latency_warn,
-                         level="warn"))
-    passed = all(c["passed"] for c in checks if c["level"] == "fail")
-    data.unlink()
-
-    # 10. bundle
-    inp = host.get("input") or {}
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA_VERSION, "spec": spec.name,
-        "device": device_identity(spec, info, fmt), "supernet": {"id": net.space.id, "path": str(o.supernet),
-                                                                 "sha256": sha256_file(ckpt)},
-        "arch": str(arch), "costs": net.costs(arch).to_json(), "format": fmt.name, "conversion": conversion,
-        "accuracy": {"host_fp32": host_fp32, "host_int8" if fmt.precision == "int8" else "host_converted": host["top1"],
-                     "device": on_device["top1"], "images": len(images), "split": "test"},
-        "agreement": agreement,
-        "latency_ms": {"predicted": predicted, "statistic": STATISTIC,
-                       "measured": {"median": timing["median_ms"], "iqr": timing["iqr_ms"], STATISTIC: measured}},
-        "input": {"resolution": r, "layout": host.get("layout"), "dtype": inp.get("dtype"),
-                  "mean": list(net.input_mean), "std": list(net.input_std), "scale": inp.get("scale"),
-                  "zero_point": inp.get("zero_point"),
-                  "note": "RGB (gray repeated) scaled to [0, 1]; the normalisation is inside the model"},
-        "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(staging.iterdir())],
-        "versions": {"ofa-edge": _version("ofa-edge"), "converter": converter_version(),
-                     "runtime_on_device": timing.get("runtime"), "torch": torch.__version__},
-        "verification": {"passed": passed, "checks": checks},
-        "predicted": row, "ledger": ledger.stop().to_json(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    pushed, off = sha256_file(model_path), abs(measured - predicted) / predicted
+    return {
+        "device": device_identity(spec, info, fmt), "device_top1": on_device["top1"],
+        "device_runtime": timing.get("runtime"), "agreement": agreement, "statistic": STATISTIC,
+        "latency_source": "measured on the device",
+        "measured": {"median": timing["median_ms"], "iqr": timing["iqr_ms"], STATISTIC: measured},
+        "checks_first": [_check("the device ran the file that was pushed", on_device["sha256"] == pushed,
+                                on_device["sha256"][:16], pushed[:16])],
+        "checks": [_check("device labels agree with the host reference", agreement >= o.agreement_min,
+                          round(agreement, 4), o.agreement_min),
+                   _check("measured latency vs predicted", off <= o.latency_warn, round(off, 4), o.latency_warn,
+                          level="warn")],
     }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    (staging / "report.md").write_text(_report(manifest))
-    bundle = Path(o.out) / spec.name
-    old = None
-    if bundle.exists():
-        old = bundle.with_name(f".{spec.name}-old-{os.getpid()}")
-        os.replace(bundle, old)
-    os.replace(staging, bundle)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-    log(f"10/10 bundle: {bundle} ({'verification passed' if passed else 'VERIFICATION FAILED'})")
-    log(ledger.stop().line())
-    return DeployResult(bundle, passed, manifest)
+
+
+def _on_micro(spec, o, model_path: Path, staging: Path, data: Path, host: dict, row: dict, budgets: dict) -> dict:
+    """Steps 7-9 for an MCU-class spec: the C array, TFLite Micro on the host, the cost model."""
+    from converters.c_array import compile_check, find_compiler
+    from converters.errors import ConversionError
+    from ofa_edge.devices.runner_host import run_local
+
+    log, cm = o.log, spec.cost_model
+    compiler = find_compiler()
+    checks = []
+    if compiler:
+        try:
+            compile_check(staging / "model_data.cc", compiler)
+            checks.append(_check("the C array compiles", True, compiler, "-c"))
+        except ConversionError as exc:
+            checks.append(_check("the C array compiles", False, compiler, "-c", note=str(exc)))
+    else:
+        checks.append(_check("the C array compiles", False, "no C++ compiler", "-c", level="warn",
+                             note="not checked: apt-get install g++"))
+    log(f"7/10 C array: model_data.cc / model_data.h, 16-byte aligned ({checks[0]['figure']}: "
+        f"{'compiles' if checks[0]['passed'] else checks[0]['note'] or 'FAILED'})")
+    micro = run_local("eval", "--model", str(model_path), "--data", str(data), "--batch", "1",
+                      "--tflite-runtime", "tflite_micro")
+    agreement = float(np.mean(np.asarray(micro["predicted"]) == np.asarray(host["predicted"])))
+    arena_kb = micro["arena"]["total_bytes"] / 1024
+    sram_kb = arena_kb + cm.runtime_sram_kb
+    flash_kb = model_path.stat().st_size / 1024 + cm.runtime_flash_kb
+    estimate_kb = row["predicted"]["peak_sram_kb"] - cm.runtime_sram_kb
+    checks.append(_check("TFLite Micro labels agree with the TFLite reference kernels", agreement >= o.agreement_min,
+                         round(agreement, 4), o.agreement_min))
+    sram_budget, flash_budget = budgets.get("peak_sram_kb"), budgets.get("flash_kb")
+    checks.append(_check("arena + runtime overhead within the SRAM budget (KiB)",
+                         sram_budget is None or sram_kb <= sram_budget, round(sram_kb, 1), sram_budget,
+                         note=f"arena {arena_kb:.1f} + runtime {cm.runtime_sram_kb:g}; the cost model estimated "
+                              f"the arena at {estimate_kb:.1f}"))
+    checks.append(_check("model + runtime within the flash budget (KiB)",
+                         flash_budget is None or flash_kb <= flash_budget, round(flash_kb, 1), flash_budget,
+                         note=f"model {model_path.stat().st_size / 1024:.1f} + runtime {cm.runtime_flash_kb:g}"))
+    log(f"8/10 TFLite Micro on the host: top-1 {micro['top1']:.2%}, agreement with the TFLite reference kernels "
+        f"{agreement:.2%}, arena {arena_kb:.1f} KiB (cost model {estimate_kb:.1f} KiB)")
+    log(f"9/10 time: no shell reaches an MCU; the cost model predicts {row['predicted']['latency_ms']:.2f} ms "
+        f"at {spec.hardware.clock_mhz:g} MHz")
+    return {
+        "device": {"spec": spec.name, "kind": "mcu", "format": "tflite-micro-int8", "runtime": "tflite-micro",
+                   "interpreter": "tflite_micro on the host", "runtime_version": micro["runtime"]["version"],
+                   "cpu": spec.hardware.cpu, "clock_mhz": spec.hardware.clock_mhz,
+                   "sram_kb": spec.hardware.sram_kb, "flash_kb": spec.hardware.flash_kb},
+        "device_top1": micro["top1"], "device_runtime": micro["runtime"], "agreement": agreement,
+        "statistic": None, "latency_source": f"cost model of {spec.name} (not measured)", "measured": None,
+        "checks_first": [], "checks": checks,
+        "manifest": {"memory": {"arena_kb": arena_kb, "arena_estimate_kb": estimate_kb,
+                                "arena_head_kb": (micro["arena"].get("head_bytes") or 0) / 1024,
+                                "runtime_sram_kb": cm.runtime_sram_kb, "peak_sram_kb": sram_kb,
+                                "flash_kb": flash_kb, "runtime_flash_kb": cm.runtime_flash_kb,
+                                "budgets": {"peak_sram_kb": sram_budget, "flash_kb": flash_budget}}},
+    }
 
 
 def _ensure(path: Path) -> Path:
@@ -265,18 +385,30 @@ def _version(dist: str) -> str | None:
 
 
 def _report(m: dict) -> str:
+    acc, lat = m["accuracy"], m["latency_ms"]
+    if lat["measured"]:
+        latency = (f"predicted {lat['predicted']:.3f} ms, measured {lat['statistic']} "
+                   f"{lat['measured'][lat['statistic']]:.3f} ms (median {lat['measured']['median']:.3f}, "
+                   f"IQR {lat['measured']['iqr']:.3f})")
+    else:
+        latency = f"{lat['predicted']:.2f} ms from the {lat['source']}"
     lines = [f"# ofa-edge bundle for {m['spec']}", "",
              f"Verification: **{'passed' if m['verification']['passed'] else 'FAILED'}**", "",
              f"- arch `{m['arch']}` from supernet {m['supernet']['id']} ({m['supernet']['sha256'][:12]})",
              f"- format {m['format']}, input {m['input']['resolution']} px {m['input']['layout']} {m['input']['dtype']}",
-             f"- accuracy on {m['accuracy']['images']:,} test images: host fp32 {m['accuracy']['host_fp32']:.2%}, "
-             f"device {m['accuracy']['device']:.2%}; agreement with the host reference {m['agreement']:.2%}",
-             f"- latency: predicted {m['latency_ms']['predicted']:.3f} ms, measured {m['latency_ms']['statistic']} "
-             f"{m['latency_ms']['measured'][m['latency_ms']['statistic']]:.3f} ms (median "
-             f"{m['latency_ms']['measured']['median']:.3f}, IQR {m['latency_ms']['measured']['iqr']:.3f})",
-             "", "| check | figure | threshold | result |", "|---|---|---|---|"]
+             f"- accuracy on {acc['images']:,} test images: host fp32 {acc['host_fp32']:.2%}, "
+             f"device {acc['device']:.2%} ({(acc.get('device_runtime') or {}).get('name')}); "
+             f"agreement with the host reference {m['agreement']:.2%}",
+             f"- latency: {latency}"]
+    if "memory" in m:
+        mem = m["memory"]
+        lines.append(f"- memory: TFLite Micro arena {mem['arena_kb']:.1f} KiB (the cost model estimated "
+                     f"{mem['arena_estimate_kb']:.1f} KiB) + runtime {mem['runtime_sram_kb']:g} KiB = "
+                     f"{mem['peak_sram_kb']:.1f} KiB SRAM of {mem['budgets']['peak_sram_kb']}; flash "
+                     f"{mem['flash_kb']:.1f} KiB of {mem['budgets']['flash_kb']}")
+    lines += ["", "| check | figure | threshold | result | note |", "|---|---|---|---|---|"]
     for c in m["verification"]["checks"]:
         result = "ok" if c["passed"] else ("warning" if c["level"] == "warn" else "FAILED")
-        lines.append(f"| {c['name']} | {c['figure']} | {c['threshold']} | {result} |")
+        lines.append(f"| {c['name']} | {c['figure']} | {c['threshold']} | {result} | {c['note']} |")
     lines += ["", "Files:", ""] + [f"- `{f['name']}` {f['bytes']:,} bytes, sha256 `{f['sha256']}`" for f in m["files"]]
     return "\n".join(lines) + "\n"

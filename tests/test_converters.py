@@ -98,8 +98,12 @@ def test_conversion_errors_are_one_line(tmp_path):
 def test_format_table_drives_the_choice():
     assert format_for("tflite", "int8") is FORMATS["tflite-int8"]
     assert format_for("onnxruntime", "fp32").suffix == ".onnx"
+    assert format_for("tflite-micro", "int8").c_array
     with pytest.raises(ConversionError, match="no converter yet"):
-        format_for("tflite-micro", "int8")
+        format_for("tflite-micro", "fp32")
+    from converters import HOST_CHECKS
+
+    assert all(f.host_check in HOST_CHECKS for f in FORMATS.values())
 
 
 def test_fp16_onnx_runs_in_onnxruntime_and_matches_fp32(subnet_files, tmp_path):

@@ -2,9 +2,23 @@
 
 No shell reaches an MCU, so nothing is timed. Latency = sum over layer types of MACs x cycles
 per MAC (the spec's ``cost_model.cycles_per_mac``, cited there) / clock. SE convs run on a 1x1
-map and are charged at the ``linear`` rate. Peak SRAM is the runtime's arena model
-(``ofa_edge.space.costs``, MCUNet-style, for TFLite Micro) plus the spec's
-``runtime_sram_kb``; flash is the int8 weights plus ``runtime_flash_kb``. Torch-free.
+map and are charged at the ``linear`` rate.
+
+Memory is TFLite Micro's, for the files our converter writes (``tflite-micro-int8``), calibrated
+against TFLite Micro's own allocator by ``benchmarks/calibrate_tflm_memory.py`` (results in
+``benchmarks/results/tflm_memory.json``):
+
+* arena = head + tail. The head (activations) is the larger of the MCUNet-style peak
+  (``ofa_edge.space.costs``, with CMSIS-NN scratch) and the explicit PAD that onnx2tf puts
+  before every strided k>1 conv (its input and the padded copy, or the padded copy and the
+  conv's output, live at once); it matched TFLite Micro's head exactly on 11 of 14 subnets and
+  over-estimated the rest. The tail (persistent data: per-channel multipliers and shifts, op
+  data, eval tensors) is linear in output channels and layers (max error 0.5%).
+* the .tflite file = int8 weights + int32 biases + per-channel quantization parameters
+  (float32 scale + int64 zero point, for weights and biases: about 24 bytes per output
+  channel) + per-layer graph metadata (max error 0.1%).
+
+Peak SRAM adds the spec's ``runtime_sram_kb``; flash adds ``runtime_flash_kb``. Torch-free.
 """
 from __future__ import annotations
 
@@ -13,8 +27,47 @@ from dataclasses import dataclass
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.space.arch import Arch
-from ofa_edge.space.costs import arch_costs, macs_by_type
+from ofa_edge.space.costs import arch_costs, layers, macs_by_type
 from ofa_edge.space.presets import SpacePreset
+
+#: Fitted by benchmarks/calibrate_tflm_memory.py (14 subnets of ofa-mbv3-tiny; TFLite Micro
+#: 0.dev20261023182759, onnx2tf 1.29.24): bytes per output channel, per layer, and fixed.
+TFLM_TAIL = (8.05, 375.0, 624.0)
+TFLM_FILE_OVERHEAD = (24.24, 654.0, 1219.0)
+
+
+def explicit_pad_bytes(preset: SpacePreset, arch: Arch, num_classes: int) -> int:
+    """The largest live set around onnx2tf's explicit PAD before a strided k>1 conv."""
+    peak = 0
+    for layer in layers(preset, arch, num_classes):
+        if layer.stride > 1 and layer.kernel > 1:
+            padded = layer.in_c * (layer.in_hw + layer.kernel - 1) ** 2
+            peak = max(peak, layer.in_c * layer.in_hw ** 2 + padded, padded + layer.out_c * layer.out_hw ** 2)
+    return peak
+
+
+@dataclass(frozen=True)
+class TflmMemory:
+    """TFLite Micro's memory for one subnet, in bytes (see the module docstring)."""
+
+    head: int
+    tail: int
+    file: int
+
+    @property
+    def arena(self) -> int:
+        return self.head + self.tail
+
+
+def tflm_memory(preset: SpacePreset, arch: Arch, num_classes: int) -> TflmMemory:
+    ls = layers(preset, arch, num_classes)
+    channels, count = sum(layer.out_c for layer in ls), len(ls)
+    c = arch_costs(preset, arch, num_classes, runtime="tflite-micro")
+    head = max(c.peak_sram_bytes, explicit_pad_bytes(preset, arch, num_classes))
+    a, b, k = TFLM_TAIL
+    fa, fb, fk = TFLM_FILE_OVERHEAD
+    return TflmMemory(head=head, tail=round(a * channels + b * count + k),
+                      file=round(c.flash_bytes + fa * channels + fb * count + fk))
 
 #: layer type (ofa_edge.space.costs.LAYER_TYPES) -> cost-model rate
 RATE_OF = {"conv": "conv", "pointwise": "pointwise", "depthwise": "depthwise", "linear": "linear",
@@ -52,7 +105,8 @@ class McuModel:
         by_type = macs_by_type(preset, arch, num_classes)
         cycles = sum(macs * self.rates[RATE_OF[kind]] for kind, macs in by_type.items())
         c = arch_costs(preset, arch, num_classes, runtime=self.runtime)
+        memory = tflm_memory(preset, arch, num_classes)
         cm = self.spec.cost_model
         return McuCosts(latency_ms=cycles / self.hz * 1e3,
-                        peak_sram_kb=c.peak_sram_bytes / 1024 + cm.runtime_sram_kb,
-                        flash_kb=c.flash_bytes / 1024 + cm.runtime_flash_kb, macs=c.macs)
+                        peak_sram_kb=memory.arena / 1024 + cm.runtime_sram_kb,
+                        flash_kb=memory.file / 1024 + cm.runtime_flash_kb, macs=c.macs)

@@ -52,7 +52,11 @@ Commands
     is fed ``clip(round(x / scale) + zero_point)`` with the model's own parameters; an
     NCHW model input (3 channels at index 1) gets the images transposed. A model with a
     fixed batch runs in batches of that size (1 for most TFLite models); a dynamic batch
-    runs in batches of ``--batch``. Answers ``top1``, ``n``, ``correct``, ``predicted``.
+    runs in batches of ``--batch``. Answers ``top1``, ``n``, ``correct``, ``predicted``, and
+    with ``--logits N`` the (dequantized) outputs of the first N images. ``--kernels
+    reference`` runs TFLite's reference kernels (no delegate), which TFLite Micro matches.
+    ``--tflite-runtime tflite_micro`` runs a .tflite in TFLite Micro's own interpreter on
+    this host and adds ``arena``: the bytes its allocator really used (total, head, tail).
 
 Every answer names the ``sha256`` of each model file it ran.
 """
@@ -77,12 +81,16 @@ PROTOCOL_VERSION = 1
 RUNNER_VERSION = "1.0.0"
 
 TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+# TFLite Micro's own interpreter (PyPI tflite-micro) runs a microcontroller's model on a host;
+# it is never chosen automatically, only with --tflite-runtime tflite_micro.
+TFLITE_MICRO = "tflite_micro"
 
 # Distribution names under which each runtime may be installed (for importlib.metadata).
 _DISTRIBUTIONS = {
     "numpy": ("numpy",),
     "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
     "tflite_runtime": ("tflite-runtime", "tflite-runtime-nightly"),
+    "tflite_micro": ("tflite-micro",),
     "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-macos",
                    "tensorflow-intel", "tf-nightly"),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
@@ -355,11 +363,18 @@ def _tflite_interpreter_class(preferred=None):
 class TFLiteModel:
     kind = "tflite"
 
-    def __init__(self, path, threads=None, runtime=None):
+    def __init__(self, path, threads=None, runtime=None, kernels="default"):
         interpreter_class, self.runtime, self.version = _tflite_interpreter_class(runtime)
-        self.path = path
+        self.path, self.kernels = path, kernels
+        options = {}
+        if kernels == "reference":  # TFLite's reference kernels, no delegate: what TFLite Micro matches
+            try:
+                resolvers = importlib.import_module(interpreter_class.__module__).OpResolverType
+            except Exception as exc:
+                raise RunnerError("%s has no reference kernels to choose (%s)" % (self.runtime, _exc_line(exc)))
+            options["experimental_op_resolver_type"] = resolvers.BUILTIN_REF
         try:
-            self.interpreter = interpreter_class(model_path=path, num_threads=threads)
+            self.interpreter = interpreter_class(model_path=path, num_threads=threads, **options)
             self.interpreter.allocate_tensors()
         except Exception as exc:
             raise RunnerError("%s %s could not load %s: %s"
@@ -480,11 +495,86 @@ class OnnxModel:
                                 dict(zip((node.name for node in self.inputs), feeds)))[0]
 
 
-def load_model(path, threads=None, providers=None, warnings=None, tflite_runtime=None):
+class TFLiteMicroModel:
+    """A .tflite run by TFLite Micro's interpreter (batch 1, one input, one output)."""
+
+    kind = "tflite"
+
+    def __init__(self, path):
+        try:
+            from tflite_micro.python.tflite_micro import runtime as tflm
+        except Exception as exc:
+            raise RunnerError("TFLite Micro is not importable (%s): pip install tflite-micro" % _exc_line(exc))
+        self.path, self.runtime = path, TFLITE_MICRO
+        self.version = _dist_version(TFLITE_MICRO)
+        try:
+            self.interpreter = tflm.Interpreter.from_file(path)
+        except Exception as exc:
+            raise RunnerError("TFLite Micro could not load %s: %s (an op it has no kernel for is named "
+                              "on stderr)" % (path, _exc_line(exc)))
+        self.input = self.interpreter.get_input_details(0)
+        self.output = self.interpreter.get_output_details(0)
+
+    @staticmethod
+    def _quantization(detail):
+        q = detail.get("quantization_parameters") or {}
+        scales, zeros = list(q.get("scales", [])), list(q.get("zero_points", []))
+        return (float(scales[0]), int(zeros[0])) if scales else (0.0, 0)
+
+    def input_specs(self):
+        np = _numpy()
+        shape = [int(v) for v in self.input["shape"]]
+        scale, zero_point = self._quantization(self.input)
+        return [{"name": "input", "shape": shape, "signature": shape, "dtype": np.dtype(self.input["dtype"]).name,
+                 "scale": scale, "zero_point": zero_point}]
+
+    def output_quantization(self):
+        return self._quantization(self.output)
+
+    def set_batch(self, batch):
+        if batch != 1:
+            raise RunnerError("TFLite Micro runs batch 1 only, not %d" % batch)
+
+    def run(self, feeds):
+        self.interpreter.set_input(feeds[0], 0)
+        self.interpreter.invoke()
+        return self.interpreter.get_output(0)
+
+    def arena(self):
+        """The allocator's record, parsed from what print_allocations writes (C++, to fd 2)."""
+        import re
+        import tempfile
+
+        with tempfile.TemporaryFile(mode="w+") as capture:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(capture.fileno(), 2)
+            try:
+                self.interpreter.print_allocations()
+                import ctypes
+
+                ctypes.CDLL(None).fflush(None)  # C stdio may buffer what C++ printed
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            capture.seek(0)
+            text = capture.read()
+        found = dict((m.group(1), int(m.group(2)))
+                     for m in re.finditer(r"Arena allocation (total|head|tail) (\d+) bytes", text))
+        if "total" not in found:
+            raise RunnerError("TFLite Micro printed no arena allocation total for %s" % self.path)
+        return {"total_bytes": found["total"], "head_bytes": found.get("head"), "tail_bytes": found.get("tail")}
+
+
+def load_model(path, threads=None, providers=None, warnings=None, tflite_runtime=None, kernels="default"):
     _check_model_path(path)
     lower = path.lower()
+    if tflite_runtime == TFLITE_MICRO:
+        if not lower.endswith(".tflite"):
+            raise RunnerError("TFLite Micro runs .tflite files, not %s" % path)
+        return TFLiteMicroModel(path)
     if lower.endswith(".tflite"):
-        return TFLiteModel(path, threads=threads, runtime=tflite_runtime)
+        return TFLiteModel(path, threads=threads, runtime=tflite_runtime, kernels=kernels)
     if lower.endswith(".onnx"):
         return OnnxModel(path, threads=threads, providers=providers, warnings=warnings)
     raise RunnerError("unsupported model file %s: expected .tflite or .onnx" % path)
@@ -492,6 +582,8 @@ def load_model(path, threads=None, providers=None, warnings=None, tflite_runtime
 
 def _runtime_record(model):
     record = {"name": model.runtime, "version": model.version}
+    if getattr(model, "kernels", "default") != "default":
+        record["kernels"] = model.kernels
     if model.kind == "onnx":
         record["providers"] = model.providers
     return record
@@ -790,7 +882,7 @@ def command_eval(args):
         raise RunnerError("--batch must be >= 1, got %d" % args.batch)
     x, y = _load_data(args.data)
     model = load_model(model_path, threads=args.threads, providers=args.provider,
-                       warnings=warnings, tflite_runtime=args.tflite_runtime)
+                       warnings=warnings, tflite_runtime=args.tflite_runtime, kernels=args.kernels)
     specs = model.input_specs()
     if len(specs) != 1:
         raise RunnerError("%s has %d inputs: eval needs a model with one image input"
@@ -822,7 +914,7 @@ def command_eval(args):
     except Exception as exc:
         raise RunnerError("cannot set batch %d on %s: %s" % (batch, model_path, _exc_line(exc)))
     out_scale, out_zero = model.output_quantization()
-    predicted = []
+    predicted, logits = [], []
     start = time.perf_counter()
     for first in range(0, len(x), batch):
         images = x[first:first + batch]
@@ -839,9 +931,11 @@ def command_eval(args):
         if out_scale > 0:
             output = (output.astype(np.float32) - out_zero) * np.float32(out_scale)
         predicted.extend(int(v) for v in output.argmax(axis=1))
+        if len(logits) < args.logits:
+            logits.extend(output[:args.logits - len(logits)].astype(np.float64).tolist())
     seconds = time.perf_counter() - start
     correct = int(sum(1 for p, t in zip(predicted, y.tolist()) if p == t))
-    return {
+    answer = {
         "model": model_path,
         "sha256": sha256_of(model_path),
         "data": args.data,
@@ -858,6 +952,11 @@ def command_eval(args):
         "seconds": round(seconds, 4),
         "warnings": warnings,
     }
+    if args.logits:
+        answer["logits"] = logits
+    if hasattr(model, "arena"):
+        answer["arena"] = model.arena()
+    return answer
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -874,7 +973,7 @@ def build_parser():
         p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
         p.add_argument("--provider", action="append", default=None,
                        help="onnxruntime execution provider, in preference order (repeatable)")
-        p.add_argument("--tflite-runtime", choices=TFLITE_RUNTIMES, default=None,
+        p.add_argument("--tflite-runtime", choices=TFLITE_RUNTIMES + (TFLITE_MICRO,), default=None,
                        help="force one TFLite interpreter (default: first importable)")
 
     timing = sub.add_parser("time", help="time one or more models, interleaved")
@@ -890,6 +989,9 @@ def build_parser():
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--batch", type=int, default=1)
+    evaluate.add_argument("--logits", type=int, default=0, help="also answer the outputs of the first N images")
+    evaluate.add_argument("--kernels", choices=("default", "reference"), default="default",
+                          help="TFLite kernels: default (optimized, XNNPACK) or reference (what TFLite Micro matches)")
     common(evaluate)
     return parser
 
