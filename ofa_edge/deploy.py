@@ -35,6 +35,8 @@ from ofa_edge.errors import OfaEdgeError
 from ofa_edge.fileio import sha256_file
 
 MANIFEST_SCHEMA_VERSION = 1
+#: JSON Schema of manifest.json (draft 2020-12)
+MANIFEST_SCHEMA = Path(__file__).parent / "schemas" / "manifest.schema.json"
 
 
 @dataclass

@@ -40,8 +40,16 @@ def _options(root: Path, **kw) -> DeployOptions:
 
 
 def _check_bundle(bundle: Path) -> dict:
+    """The manifest validates against its schema, and every file matches its size and sha256."""
+    import jsonschema
+
+    from ofa_edge.deploy import MANIFEST_SCHEMA
+
     manifest = json.loads((bundle / "manifest.json").read_text())
+    jsonschema.validate(manifest, json.loads(MANIFEST_SCHEMA.read_text()))
     assert MANIFEST_KEYS <= set(manifest)
+    assert sorted(f["name"] for f in manifest["files"]) == sorted(
+        p.name for p in bundle.iterdir() if p.name not in ("manifest.json", "report.md"))
     for f in manifest["files"]:
         data = (bundle / f["name"]).read_bytes()
         assert len(data) == f["bytes"] and hashlib.sha256(data).hexdigest() == f["sha256"]
@@ -94,3 +102,58 @@ def test_cli_deploy_without_a_bench_and_no_bench_says_what_to_run(tmp_path, run_
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "ofa-edge bench --spec" in done.stderr and "--quick" in done.stderr
     assert not (tmp_path / "bundles").exists() or not any((tmp_path / "bundles").iterdir())
+
+
+def test_the_schema_rejects_a_broken_manifest(tmp_path):
+    import jsonschema
+
+    from ofa_edge.deploy import MANIFEST_SCHEMA
+
+    schema = json.loads(MANIFEST_SCHEMA.read_text())
+    example = json.loads((Path(__file__).parents[1] / "benchmarks/example_bundle/local/manifest.json").read_text())
+    jsonschema.validate(example, schema)
+    for key, bad in (("accuracy", {**example["accuracy"], "device": 91.0}),  # a percentage, not a fraction
+                     ("files", [{"name": "model.tflite", "bytes": 10}]),     # no sha256
+                     ("schema_version", 2)):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**example, key: bad}, schema)
+
+
+@pytest.mark.parametrize("precision,check", [("fp32", "outputs match torch"), ("fp16", "labels agree with torch fp32")])
+def test_onnx_deploy_checks_the_format_against_torch(benched_onnx, precision, check):
+    """fp32 ONNX: outputs within 1e-4 of torch; fp16 ONNX: top-1 labels agree on >= 99.5%."""
+    root, spec = benched_onnx[precision]
+    result = deploy(spec, _options(root, out=root / "bundles"))
+    assert result.passed, result.manifest["verification"]
+    m = _check_bundle(result.bundle)
+    assert m["format"] == f"onnx-{precision}" and m["input"]["layout"] == "NCHW"
+    (parity,) = [c for c in m["verification"]["checks"] if check in c["name"]]
+    assert parity["passed"]
+    if precision == "fp32":
+        assert parity["threshold"] == 1e-4 and parity["figure"] <= 1e-4
+    else:
+        assert parity["threshold"] == 0.995 and parity["figure"] >= 0.995
+
+
+@pytest.fixture(scope="module")
+def benched_onnx(tmp_path_factory, block_cache):
+    """Local ONNX Runtime devices (fp32 and fp16), benched like ``benched``."""
+    import yaml
+
+    require_fmnist()
+    root = tmp_path_factory.mktemp("deploy-onnx")
+    out = {}
+    for precision in ("fp32", "fp16"):
+        path = bench_spec_yaml(root / f"o{precision}.yaml", {"transport": "local"}, str(root / f"w{precision}"),
+                               name=f"deploy-onnx-{precision}")
+        data = yaml.safe_load(path.read_text())
+        data["runtime"].pop("delegate")
+        data["runtime"].update(name="onnxruntime", version="1.23.0", execution_providers=["CPUExecutionProvider"])
+        data["precision"] = precision
+        path.write_text(yaml.safe_dump(data))
+        spec = load_spec(path)
+        assert spec.runtime.name == "onnxruntime" and spec.precision == precision
+        run_bench(spec, BenchOptions(**CI_BENCH, supernet="default", out=root / "runs", cache=block_cache,
+                                     log=lambda _: None))
+        out[precision] = (root, spec)
+    return out
