@@ -202,7 +202,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         write_json_atomic(args.json, rows if args.pareto else rows[0])
         print(f"wrote {args.json}")
-    print(ledger.stop().line())
+    print(ledger.finish(spec=spec.name).line())
     return 0
 
 
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"ofa-edge {__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    p.add_argument("--grid-g-per-kwh", type=_positive_number, metavar="G",
+                   help="grid carbon intensity for the ledger, gCO2e/kWh (default $OFA_EDGE_GRID_G_PER_KWH or 400)")
     p.set_defaults(help_parser=p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -416,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:  # no command, or a command group with no action: show its help
         args.help_parser.print_help(sys.stderr)
         return EXIT_ERROR
+    if args.grid_g_per_kwh is not None:
+        os.environ["OFA_EDGE_GRID_G_PER_KWH"] = str(args.grid_g_per_kwh)
     try:
         return func(args)
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
             raise OfaEdgeError(f"no latency predictor for {spec.name} in {predictor_file.parent}; run: {command}")
         log(f"1/10 load: no latency predictor for {spec.name} yet: running {command}")
         run_bench(spec, BenchOptions(quick=True, supernet=o.supernet, out=Path(o.runs), cache=o.cache,
-                                     progress=False, log=lambda line: log("     " + line)))
+                                     progress=sys.stderr.isatty(), log=lambda line: log("     " + line)))
     source = f"the cost model of {spec.name}" if mcu else f"latency predictor {predictor_file}"
     log(f"1/10 load: supernet {o.supernet} ({space.id}), {source}")
 
@@ -256,7 +257,7 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, bu
     if old:
         shutil.rmtree(old, ignore_errors=True)
     log(f"10/10 bundle: {bundle} ({'verification passed' if passed else 'VERIFICATION FAILED'})")
-    log(ledger.stop().line())
+    log(ledger.finish(spec=spec.name, bundle=str(bundle), passed=passed).line())
     return DeployResult(bundle, passed, manifest)
 
 
@@ -267,36 +268,20 @@ def _write_json(path: Path, data: dict) -> None:
 def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, row: dict) -> dict:
     """Steps 7-9 on a device with a transport: push, evaluate, time."""
     from ofa_edge.devices.bench import device_identity
-    from ofa_edge.devices.check import device_python
-    from ofa_edge.devices.runner import RUNNER_PATH
-    from ofa_edge.devices.runner_host import parse_answer
-    from ofa_edge.devices.transports import make_transport, remote_path_join
+    from ofa_edge.devices.session import DeviceSession
     from ofa_edge.predictors.latency import STATISTIC
 
     log = o.log
-    with make_transport(spec) as transport:
-        work = remote_path_join(transport.expand_user(spec.device.work_dir), "deploy")
-        transport.run(["mkdir", "-p", work], timeout=30).check("mkdir")
-        remote_runner, remote_model = remote_path_join(work, "ofa_edge_runner.py"), remote_path_join(work, model_path.name)
-        remote_data = remote_path_join(work, data.name)
-        for local, remote in ((RUNNER_PATH, remote_runner), (model_path, remote_model), (data, remote_data)):
-            transport.put(str(local), remote)
+    with DeviceSession(spec, "deploy") as dev:
+        remote_model, remote_data = dev.put(model_path), dev.put(data)
         if o.after_push:
-            o.after_push(transport, remote_model)
-        log(f"7/10 push: {model_path.name} and the test images to {transport.describe()}")
-        run = lambda *args: parse_answer(transport.run([device_python(spec), remote_runner, *args],  # noqa: E731
-                                                       timeout=spec.connection.command_timeout_s).stdout)
-        info = run("info")
-        threads = ["--threads", str(spec.runtime.threads)]
-        on_device = run("eval", "--model", remote_model, "--data", remote_data, "--batch", "1", *threads)
+            o.after_push(dev.transport, remote_model)
+        log(f"7/10 push: {model_path.name} and the test images to {dev.transport.describe()}")
+        info = dev.run("info")
+        on_device = dev.run("eval", "--model", remote_model, "--data", remote_data, "--batch", "1", *dev.runtime_args())
         agreement = float(np.mean(np.array(on_device["predicted"]) == np.array(host["predicted"])))
         log(f"8/10 device eval: top-1 {on_device['top1']:.2%}, agreement with the host {agreement:.2%}")
-        m = spec.measure
-        timing_args = ["--warmup", str(m.warmup), "--repeats", str(m.repeats), "--runs", str(m.runs_per_repeat), *threads]
-        if spec.runtime.cpu_affinity:
-            timing_args += ["--affinity", ",".join(str(c) for c in spec.runtime.cpu_affinity)]
-        timing = run("time", "--model", remote_model, *timing_args)["models"][0]
-        transport.run(["rm", "-rf", work], timeout=60)
+        timing = dev.run("time", "--model", remote_model, *dev.timing_args())["models"][0]
     measured, predicted = timing[STATISTIC], row["predicted"]["latency_ms"]
     log(f"9/10 device time: {STATISTIC} {measured:.3f} ms (median {timing['median_ms']:.3f} ms), "
         f"predicted {predicted:.3f} ms")

@@ -4,16 +4,23 @@ Energy comes from Intel RAPL (``/sys/class/powercap/intel-rapl:*/energy_uj``) wh
 readable, and otherwise from a per-core power model: ``energy = cpu_seconds x W_per_core``
 with ``OFA_EDGE_WATTS_PER_CORE`` (default 5 W, roughly one busy core's share of a server CPU's
 TDP, e.g. 225 W / 64 cores = 3.5 W plus memory and uncore). Carbon uses
-``OFA_EDGE_GRID_G_PER_KWH`` (default 400 gCO2e/kWh, about the world average).
+``OFA_EDGE_GRID_G_PER_KWH`` (default 400 gCO2e/kWh, about the world average; ``ofa-edge
+--grid-g-per-kwh`` sets it for one command).
+
+Every long command (train, predictor fit, bench, search, deploy) prints its line at the end and
+appends its entry to the ledger file, ``$OFA_EDGE_LEDGER`` or ``runs/ledger.jsonl``: one JSON
+object per line, so concurrent commands never interleave half lines. ``totals`` adds it up.
 """
 from __future__ import annotations
 
 import glob
+import json
 import os
 import platform
 import resource
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 
 def _cpu_seconds() -> float:
@@ -62,6 +69,12 @@ class Ledger:
     def cpu_s(self) -> float:
         return _cpu_seconds() - self.cpu0
 
+    def finish(self, **context) -> LedgerEntry:
+        """The final entry, appended to the ledger file."""
+        entry = self.stop()
+        record(entry, **context)
+        return entry
+
     def stop(self, extra_cpu_s: float = 0.0, extra_wall_s: float = 0.0, extra_energy_j: float = 0.0) -> LedgerEntry:
         """The entry so far. ``extra_*`` add what this process did not see: other ranks' CPU
         time (the model counts it; RAPL already measures the whole package) and earlier
@@ -91,3 +104,52 @@ def machine_info() -> dict:
         pass
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
             "cores": os.cpu_count(), "host": platform.node()}
+
+
+def ledger_path() -> Path:
+    return Path(os.environ.get("OFA_EDGE_LEDGER", "runs/ledger.jsonl"))
+
+
+def record(entry: LedgerEntry, path: Path | None = None, **context) -> Path:
+    """Append ``entry`` (with the time and ``context``, e.g. the spec) to the ledger file, as one
+    line written in one ``write`` on an O_APPEND descriptor."""
+    path = Path(path or ledger_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({**entry.to_json(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "grid_g_per_kwh": float(os.environ.get("OFA_EDGE_GRID_G_PER_KWH", "400")),
+                       **context}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_ledger(path: Path | None = None) -> list[dict]:
+    """The entries of a ledger file (a torn last line from a killed process is skipped)."""
+    path = Path(path or ledger_path())
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
+TOTAL_KEYS = ("wall_s", "cpu_s", "energy_j", "co2e_g")
+
+
+def totals(entries: list[dict]) -> dict:
+    """Sums of wall time, CPU-seconds, energy and CO2e, overall and per command."""
+    out = {"all": dict.fromkeys(TOTAL_KEYS, 0.0) | {"commands": 0}, "by_command": {}}
+    for e in entries:
+        for bucket in (out["all"], out["by_command"].setdefault(e["command"], dict.fromkeys(TOTAL_KEYS, 0.0)
+                                                                | {"commands": 0})):
+            for key in TOTAL_KEYS:
+                bucket[key] += float(e[key])
+            bucket["commands"] += 1
+    return out

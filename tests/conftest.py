@@ -47,6 +47,12 @@ def run_cli():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _ledger_outside_the_repo(tmp_path_factory):
+    """Commands append to the ledger file: the suite's go to a temporary one, never runs/."""
+    os.environ["OFA_EDGE_LEDGER"] = str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl")
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
     """Two busy processes on two cores collapse throughput: tests use one torch thread."""
     try:

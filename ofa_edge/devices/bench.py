@@ -316,7 +316,8 @@ class Bench:
                 except TransportError:
                     pass
         self.predictor = self._fit_predictor()
-        entry = ledger.stop()
+        entry = ledger.finish(spec=self.spec.name, quick=self.options.quick, measured=measured_now,
+                              converted=self.cache.misses)
         self.log(entry.line())
         return BenchResult(self.folder, self.identity, len(self.blocks), len(self.subnets), measured_now,
                            self.cache.misses, self.cache.hits, timings)

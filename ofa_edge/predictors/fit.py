@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ofa_edge.ledger import Ledger
+from ofa_edge.ledger import Ledger, record
 from ofa_edge.predictors.accuracy import fit, score
 from ofa_edge.predictors.collect import choose_archs, measure
 from ofa_edge.space.checkpoint import load_supernet, read_header, supernet_dir
@@ -37,4 +37,5 @@ def fit_predictor(supernet: str, samples: int = 1000, holdout: int = 200, worker
         for a, acc in zip(holdout_archs, y_hold):
             f.write(json.dumps({"arch": str(a), "val_top1": float(acc)}) + "\n")
     print(entry.line())
+    record(entry, supernet=str(supernet), samples=samples)
     return {"predictor": str(path), **predictor.report}

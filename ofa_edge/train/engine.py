@@ -27,7 +27,7 @@ from ofa_edge.data import load_dataset, make_splits
 from ofa_edge.data.tensors import resize_float
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.evaluate import EvalData, calibration_indices, evaluate_arch
-from ofa_edge.ledger import Ledger
+from ofa_edge.ledger import Ledger, record
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.checkpoint import save_supernet
 from ofa_edge.space.searchspace import SearchSpace
@@ -401,6 +401,7 @@ class Trainer:
                        "ledger": entry.to_json(), **self._epoch_eval()}
             (self.out / "run.json").write_text(json.dumps(summary, indent=2))
             print(entry.line(), flush=True)
+            record(entry, recipe=self.recipe.name, run=str(self.out))
         D.barrier(self.dist)
         return summary
 

@@ -1,0 +1,191 @@
+"""The dashboard's panels: one matplotlib figure and one small table per panel, each built from
+a results JSON alone (so the dashboard can be rebuilt offline from committed results)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+COLORS = {"ofa": "#1f77b4", "uniform": "#ff7f0e", "scratch": "#2ca02c", "random": "#7f7f7f"}
+
+
+@dataclass
+class Panel:
+    key: str
+    title: str
+    figure: object
+    caption: str
+    command: str
+    table: list[list[str]] = field(default_factory=list)  # the first row is the header
+
+
+def _fig(w: float = 6.4, h: float = 4.2):
+    fig, ax = plt.subplots(figsize=(w, h), dpi=110)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def fronts(results: list[dict]) -> Panel:
+    """Accuracy vs measured latency, per device: OFA-searched, uniform, from scratch."""
+    fig, axes = plt.subplots(1, len(results), figsize=(6.4 * len(results), 4.4), dpi=110, squeeze=False)
+    table = [["device", "latency ratio at equal accuracy (max / median)", "accuracy gain at equal latency (max / median)"]]
+    for ax, res in zip(axes[0], results):
+        f = res["figures"]
+        ax.grid(alpha=0.3)
+        for name, marker in (("uniform", "s"), ("scratch", "^"), ("ofa", "o")):
+            rows = [r for r in f["rows"] if r["set"] == name]
+            if rows:
+                ax.scatter([r["latency_ms"] for r in rows], [100 * r["top1_device"] for r in rows], marker=marker,
+                           color=COLORS[name], label={"ofa": "OFA-searched", "uniform": "uniform (same supernet)",
+                                                      "scratch": "trained from scratch"}[name], zorder=3)
+        for key, name in (("ofa_front", "ofa"), ("uniform_front", "uniform")):
+            pts = f["headline"][key]
+            if pts:
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=COLORS[name], alpha=0.6)
+        h = f["headline"]
+        ratio, gain = h["latency_ratio_at_equal_accuracy"], h["accuracy_gain_at_equal_latency"]
+        ax.set_title(f"{f['spec']}: accuracy vs measured latency")
+        ax.set_xlabel("latency on the device (ms, p10)")
+        ax.set_ylabel("top-1 on the device, test split (%)")
+        ax.legend(fontsize=8, loc="lower right")
+        table.append([f["spec"], _pair(ratio, "{:.2f}x"), _pair(gain, "{:+.2%}")])
+    fig.tight_layout()
+    return Panel("fronts", "Accuracy vs latency: OFA-searched vs uniform vs from scratch", fig,
+                 "Each point is one subnet converted to the device's format, evaluated on the device on the "
+                 "untouched test split and timed there in one interleaved run. Headline against the uniform "
+                 "front (OFA paper: 1.5-2.6x, up to +4%).", "python benchmarks/bench_fronts.py", table)
+
+
+def _pair(d: dict, fmt: str) -> str:
+    if d.get("max") is None:
+        return "n/a (fronts do not overlap)"
+    return f"{fmt.format(d['max'])} / {fmt.format(d['median'])} (n={d['n']})"
+
+
+def latency(result: dict) -> Panel:
+    devices = result["figures"]["devices"]
+    fig, axes = plt.subplots(1, len(devices), figsize=(5.2 * len(devices), 4.4), dpi=110, squeeze=False)
+    table = [["device", "held-out subnets", "within ±10%", "within ±5%", "RMSPE"]]
+    for ax, d in zip(axes[0], devices):
+        pred, meas = np.array(d["predicted_ms"]), np.array(d["measured_ms"])
+        lim = [0, 1.08 * max(pred.max(), meas.max())]
+        ax.fill_between(lim, [v * 0.9 for v in lim], [v * 1.1 for v in lim], color="#1f77b4", alpha=0.12,
+                        label="±10%")
+        ax.plot(lim, lim, color="k", lw=0.8)
+        inside = np.abs(pred / meas - 1) <= 0.10
+        ax.scatter(meas[inside], pred[inside], s=14, color="#1f77b4", label="inside")
+        ax.scatter(meas[~inside], pred[~inside], s=14, color="#d62728", label="outside")
+        ax.set_xlim(lim), ax.set_ylim(lim)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{d['spec']}: {inside.mean():.0%} within ±10%")
+        ax.set_xlabel("measured (ms, p10)"), ax.set_ylabel("predicted (ms)")
+        ax.legend(fontsize=8, loc="upper left")
+        rel = pred / meas - 1
+        table.append([d["spec"], str(len(pred)), f"{inside.mean():.0%}", f"{(np.abs(rel) <= 0.05).mean():.0%}",
+                      f"{np.sqrt(np.mean(rel ** 2)):.1%}"])
+    fig.tight_layout()
+    return Panel("latency", "Predicted vs measured latency", fig,
+                 "Held-out whole subnets (chosen by arch hash before measuring), timed on the device, against "
+                 "the calibrated block-table predictor.", "ofa-edge bench --spec <spec> (then ofa-edge report)", table)
+
+
+def accuracy(result: dict) -> Panel:
+    bundles = result["figures"]["bundles"]
+    fig, ax = _fig(max(6.4, 2.2 * len(bundles)), 4.2)
+    width, x = 0.26, np.arange(len(bundles))
+    for i, (key, label) in enumerate((("host_fp32", "host fp32 (torch)"), ("host_int8", "host int8"),
+                                      ("device", "on the device"))):
+        vals = [100 * (b["accuracy"].get(key) or 0) for b in bundles]
+        ax.bar(x + (i - 1) * width, vals, width, label=label)
+    ax.set_xticks(x, [b["spec"] for b in bundles])
+    lo = min(100 * min(b["accuracy"]["device"], b["accuracy"]["host_fp32"]) for b in bundles)
+    ax.set_ylim(max(0, lo - 3), 100 * max(b["accuracy"]["host_fp32"] for b in bundles) + 1.5)
+    ax.set_ylabel("top-1, test split (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("fp32 vs int8 vs on-device accuracy")
+    fig.tight_layout()
+    table = [["bundle", "arch", "fp32", "int8 (host)", "device", "agreement", "verification"]]
+    for b in bundles:
+        a = b["accuracy"]
+        table.append([b["spec"], b["arch"][:38] + "...", f"{a['host_fp32']:.2%}", f"{a['host_int8']:.2%}",
+                      f"{a['device']:.2%}", f"{b['agreement']:.2%}", "passed" if b["passed"] else "FAILED"])
+    return Panel("accuracy", "Deployed subnets: fp32, int8 and on-device accuracy", fig,
+                 "From each bundle's manifest (deploy's own checks: int8 drop <= 2 points, agreement >= 99.5%).",
+                 "ofa-edge deploy --spec <spec>", table)
+
+
+def search(result: dict) -> Panel:
+    f = result["figures"]
+    fig, ax = _fig()
+    for i, run in enumerate(f["runs"]):
+        for key, name in (("evolution_best_at", "ofa"), ("random_best_at", "random")):
+            pts = sorted((int(n), v) for n, v in run[key].items())
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=3, color=COLORS[name],
+                    alpha=0.8, label=("evolution" if name == "ofa" else "random search") if i == 0 else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("archs scored"), ax.set_ylabel("best predicted top-1 within the budget (%)")
+    ax.set_title(f"search convergence, latency budget {f['latency_budget_ms']:.3f} ms")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    table = [["seed", "evolution best", "random best (same queries)", "wall s"]]
+    for run in f["runs"]:
+        last = max(run["random_best_at"], key=int)
+        table.append([str(run["seed"]), f"{run['best_top1']:.2%}", f"{run['random_best_at'][last]:.2%}",
+                      f"{run['wall_s']:.1f}"])
+    return Panel("search", "Search convergence vs random search", fig,
+                 "Evolution (population 100, 500 generations) against random sampling with the same predictor "
+                 "and budget, per seed.", "python benchmarks/bench_search.py", table)
+
+
+def noise(result: dict) -> Panel:
+    f = result["figures"]
+    covs = 100 * np.array(f["block_cov"])
+    fig, ax = _fig()
+    ax.hist(covs, bins=30, color="#1f77b4", alpha=0.8)
+    med = float(np.median(covs))
+    ax.axvline(med, color="k", lw=1, label=f"median {med:.1f}%")
+    ax.axvline(100 * f["goal"], color="#d62728", ls="--", lw=1, label=f"goal {100 * f['goal']:.0f}%")
+    ax.set_xlabel("CoV of per-repeat means (%)"), ax.set_ylabel("blocks")
+    ax.set_title(f"{f['spec']}: harness noise, {len(covs)} blocks")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    table = [["device", "blocks", "median CoV", "p90 CoV", "goal"],
+             [f["spec"], str(len(covs)), f"{med:.1f}%", f"{np.percentile(covs, 90):.1f}%", f"{100 * f['goal']:.0f}%"]]
+    return Panel("noise", "Harness noise per block", fig,
+                 "Coefficient of variation over repeats of each block's timing, from the latest bench.",
+                 "ofa-edge bench --spec <spec>", table)
+
+
+def carbon(result: dict) -> Panel:
+    f = result["figures"]
+    s = f["scenarios"]
+    fig, ax = _fig()
+    wh = lambda v: [x / 3600 for x in v]  # noqa: E731
+    ax.plot(s["n"], wh(s["ofa"]["energy_j"]), color=COLORS["ofa"], label="ofa-edge: 1 training + N specialisations")
+    ax.plot(s["n"], wh(s["separate"]["energy_j"]), color=COLORS["scratch"], label="N separate trainings")
+    ax.set_xlabel("deployment scenarios N"), ax.set_ylabel("energy (Wh)")
+    ax2 = ax.twinx()
+    g = f["grid_g_per_kwh"]
+    lo, hi = ax.get_ylim()
+    ax2.set_ylim(lo / 1000 * g, hi / 1000 * g)
+    ax2.set_ylabel(f"gCO2e at {g:g} g/kWh")
+    ax.set_title(f"cost of N deployments: {s['ratio_at_max']:.1f}x less at N={s['n'][-1]}")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    table = [["item", "CPU-s", "energy (Wh)", "gCO2e", "source"]]
+    for name, key, src in (("once: train + predictor fit", "once", f["sources"]["once"]),
+                           ("per device: bench + search + deploy", "per_device", f["sources"]["per_device"]),
+                           ("one separate training", "per_training", f["sources"]["per_training"])):
+        v = s[key]
+        table.append([name, f"{v['cpu_s']:.0f}", f"{v['energy_j'] / 3600:.2f}", f"{v['co2e_g']:.2f}", src])
+    table.append([f"N = {s['n'][-1]}: ofa-edge vs separate", f"{s['ofa']['cpu_s'][-1]:.0f} vs {s['separate']['cpu_s'][-1]:.0f}",
+                  f"{s['ofa']['energy_j'][-1] / 3600:.1f} vs {s['separate']['energy_j'][-1] / 3600:.1f}",
+                  f"{s['ofa']['co2e_g'][-1]:.1f} vs {s['separate']['co2e_g'][-1]:.1f}",
+                  f"crossover at N = {s['crossover_n']}"])
+    return Panel("carbon", "Carbon and energy ledger", fig,
+                 f"Energy from {f['energy_source']}; carbon at {g:g} gCO2e/kWh (set with --grid-g-per-kwh).",
+                 "ofa-edge report", table)

@@ -1,0 +1,39 @@
+"""The resource ledger: entries, the ledger file, and totals that add up."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ofa_edge.ledger import Ledger, read_ledger, record, totals
+
+
+def test_ledger_entries_are_recorded_and_totals_are_their_sums(tmp_path, monkeypatch):
+    path = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv("OFA_EDGE_LEDGER", str(path))
+    monkeypatch.setenv("OFA_EDGE_GRID_G_PER_KWH", "100")
+    entries = []
+    for command in ("bench", "search", "search", "deploy"):
+        ledger = Ledger(command)
+        sum(i * i for i in range(200_000))  # some CPU time
+        entries.append(ledger.finish(spec="local"))
+    got = read_ledger()
+    assert [e["command"] for e in got] == ["bench", "search", "search", "deploy"]
+    assert all(e["spec"] == "local" and e["grid_g_per_kwh"] == 100 for e in got)
+    t = totals(got)
+    for key in ("wall_s", "cpu_s", "energy_j", "co2e_g"):
+        assert t["all"][key] == pytest.approx(sum(getattr(e, key) for e in entries))
+        assert t["all"][key] == pytest.approx(sum(b[key] for b in t["by_command"].values()))
+    assert t["by_command"]["search"]["commands"] == 2 and t["all"]["commands"] == 4
+    # carbon follows the grid intensity: energy (J) / 3.6e6 * g/kWh
+    assert got[0]["co2e_g"] == pytest.approx(got[0]["energy_j"] / 3.6e6 * 100)
+    assert got[0]["cpu_s"] > 0 and got[0]["energy_j"] > 0
+
+
+def test_a_torn_last_line_is_skipped(tmp_path):
+    path = tmp_path / "l.jsonl"
+    record(Ledger("train").stop(), path)
+    with open(path, "a") as f:
+        f.write('{"command": "bench", "wall')  # a process killed mid-write
+    assert [e["command"] for e in read_ledger(path)] == ["train"]
+    assert json.loads(path.read_text().splitlines()[0])["command"] == "train"
