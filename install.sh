@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 extras=""
 case "${1:-}" in
   "") ;;
-  --test) extras="[test]" ;;
+  --test) extras="[test]" ;;  # and Chromium, which the dashboard test opens headless
   *) echo "install.sh: unknown option '$1' (use --test or nothing)" >&2; exit 2 ;;
 esac
 
@@ -16,6 +16,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   pkgs=(dataset-fashion-mnist openssh-server iproute2 g++)
   python3 -c "import ensurepip, venv" 2>/dev/null || pkgs+=(python3-venv python3-pip)
+  if [ -n "$extras" ]; then pkgs+=(chromium); fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 else
   echo "==> not root or no apt-get: skipping system packages (dataset-fashion-mnist, openssh-server, iproute2, g++)"

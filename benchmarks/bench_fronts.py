@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import write_results  # noqa: E402
+from common import write_results
 
 UNIFORM = [(3, 3, 2), (3, 4, 2), (3, 6, 2), (5, 4, 3), (5, 6, 3), (7, 4, 3), (3, 6, 4), (7, 6, 4)]
 SCRATCH = {"small": (3, 3, 2), "middle": (5, 4, 3), "large": (7, 6, 4)}
@@ -41,17 +39,18 @@ def _pick(rows: list[dict], n: int) -> list[dict]:
     return [rows[int(round(i))] for i in np.linspace(0, len(rows) - 1, n)]
 
 
-def candidates(spec, supernet: str, runs: Path, n_ofa: int, resolutions: list[int]) -> list[dict]:
+def candidates(spec, supernet: str, runs: Path, n_ofa: int, resolutions: list[int], uniform=UNIFORM,
+               generations: int = 60) -> list[dict]:
     from ofa_edge.search.evolution import SearchSettings
     from ofa_edge.search.run import run_search, setup_search
 
     setup = setup_search(spec, supernet, runs, {})
-    settings = SearchSettings(population=60, generations=60, seed=0)
+    settings = SearchSettings(population=60, generations=generations, seed=0)
     _, front = run_search(setup, settings, pareto=True)
     out = [{"set": "ofa", "arch": row["arch"], "supernet": supernet} for row in _pick(front, n_ofa)]
     cov = setup.coverage.preset
     for r in resolutions:
-        for k, e, d in UNIFORM:
+        for k, e, d in uniform:
             if k in cov.kernel_choices and e in cov.expand_choices and d in cov.depth_choices:
                 out.append({"set": "uniform", "arch": str(uniform_arch(setup.space, k, e, d, r)), "supernet": supernet})
     for name, (k, e, d) in SCRATCH.items():
@@ -151,6 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--supernet", default="default")
     ap.add_argument("--quick", action="store_true", help="6 OFA subnets, one resolution, 1,000 images")
+    ap.add_argument("--tiny", action="store_true", help="2 OFA and 2 uniform subnets, 200 images (the tests)")
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--name", default=None, help="results name (default fronts_<spec>)")
     args = ap.parse_args(argv)
@@ -161,13 +161,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     spec = load_spec(resolve_spec_path(args.spec))
     t0 = time.time()
-    images = args.images or (1000 if args.quick else 2000)
-    resolutions = [28] if args.quick else [28, 32]
-    rows = candidates(spec, args.supernet, Path(args.runs), 6 if args.quick else 10, resolutions)
+    images = args.images or (200 if args.tiny else 1000 if args.quick else 2000)
+    resolutions = [28] if args.quick or args.tiny else [28, 32]
+    if args.tiny:
+        rows = candidates(spec, args.supernet, Path(args.runs), 2, resolutions, [(3, 3, 2), (7, 6, 4)], generations=5)
+    else:
+        rows = candidates(spec, args.supernet, Path(args.runs), 6 if args.quick else 10, resolutions)
     rows = measure(spec, rows, images)
     figures = {"spec": spec.name, "rows": rows, "headline": headline(rows), "wall_s": time.time() - t0}
     path = write_results(args.name or f"fronts_{spec.name}", figures,
-                         {"quick": args.quick, "images": images, "resolutions": resolutions, "uniform": UNIFORM,
+                         {"quick": args.quick, "tiny": args.tiny, "images": images, "resolutions": resolutions, "uniform": UNIFORM,
                           "supernet": args.supernet, "runs": args.runs})
     h = figures["headline"]
     print(f"latency ratio at equal accuracy: {h['latency_ratio_at_equal_accuracy']}")

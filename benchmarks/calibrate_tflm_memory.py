@@ -17,9 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import write_results  # noqa: E402
+from common import write_results
 
 
 def census(space, arch, num_classes: int) -> dict:

@@ -12,7 +12,8 @@ from typing import Callable
 
 from ofa_edge.ledger import machine_info as ledger_machine_info
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# where results go: benchmarks/results, or $OFA_EDGE_RESULTS (the tests' tiny runs use a temp dir)
+RESULTS = Path(os.environ.get("OFA_EDGE_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def machine_info() -> dict:

@@ -228,6 +228,18 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ofa_edge.report.run import run_report
+
+    if args.full and args.from_results:
+        raise OfaEdgeError("--full and --from-results exclude each other")
+    run_report(full=args.full, from_results=args.from_results, runs=Path(args.runs),
+               out=Path(args.out) if args.out else None)
+    return 0
+
+
 # ---------------------------------------------------------------- not built yet
 
 
@@ -378,9 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--out", default="bundles", help="bundles go to OUT/<spec name>/ (default bundles)")
     dp.set_defaults(func=_cmd_deploy)
 
-    r = _sub(sub, "report", "run the benchmarks and write the dashboard", "ofa-edge report")
-    r.add_argument("--full", action="store_true")
-    r.set_defaults(func=_not_built("[7/7]"))
+    r = _sub(sub, "report", "run the benchmarks and write the dashboard (benchmarks/dashboard/index.html)",
+             "ofa-edge report\n  ofa-edge report --full\n  ofa-edge report --from-results")
+    r.add_argument("--full", action="store_true",
+                   help="the full-scale runs, the training comparisons included (hours on 2 cores)")
+    r.add_argument("--from-results", action="store_true",
+                   help="only rebuild the dashboard from benchmarks/results/*.json")
+    r.add_argument("--runs", default="runs", help="bench tables and bundles (default runs)")
+    r.add_argument("--out", default=None, help="dashboard folder (default benchmarks/dashboard)")
+    r.set_defaults(func=_cmd_report)
     return p
 
 

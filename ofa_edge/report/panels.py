@@ -48,6 +48,7 @@ def fronts(results: list[dict]) -> Panel:
                 ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=COLORS[name], alpha=0.6)
         h = f["headline"]
         ratio, gain = h["latency_ratio_at_equal_accuracy"], h["accuracy_gain_at_equal_latency"]
+        ax.set_xscale("log")
         ax.set_title(f"{f['spec']}: accuracy vs measured latency")
         ax.set_xlabel("latency on the device (ms, p10)")
         ax.set_ylabel("top-1 on the device, test split (%)")
@@ -189,3 +190,46 @@ def carbon(result: dict) -> Panel:
     return Panel("carbon", "Carbon and energy ledger", fig,
                  f"Energy from {f['energy_source']}; carbon at {g:g} gCO2e/kWh (set with --grid-g-per-kwh).",
                  "ofa-edge report", table)
+
+
+def training(result: dict) -> Panel:
+    """The same archs from the supernet (no retraining) vs trained alone from scratch; and
+    progressive shrinking vs the sandwich rule."""
+    f = result["figures"]
+    rows = f["scratch"]
+    sw = f.get("sandwich")
+    fig, axes = plt.subplots(1, 2 if sw else 1, figsize=(11 if sw else 6.4, 4.2), dpi=110, squeeze=False)
+    ax = axes[0][0]
+    x, width = np.arange(len(rows)), 0.38
+    ax.bar(x - width / 2, [100 * r["ofa_top1"] for r in rows], width, label="from the supernet, no retraining",
+           color=COLORS["ofa"])
+    ax.bar(x + width / 2, [100 * r["scratch_top1"] for r in rows], width, label="trained alone, 17 epochs",
+           color=COLORS["scratch"])
+    ax.set_xticks(x, [r["name"] for r in rows])
+    lo = min(100 * min(r["ofa_top1"], r["scratch_top1"]) for r in rows)
+    ax.set_ylim(lo - 2, 100 * max(max(r["ofa_top1"], r["scratch_top1"]) for r in rows) + 1.5)
+    ax.set_ylabel("top-1, test split (%)"), ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("same arch: supernet vs from scratch")
+    table = [["arch", "from the supernet", "from scratch", "scratch CPU-s"]]
+    for r in rows:
+        table.append([r["name"], f"{r['ofa_top1']:.2%}", f"{r['scratch_top1']:.2%}",
+                      f"{r['scratch_ledger']['cpu_s']:.0f}"])
+    if sw:
+        ax = axes[0][1]
+        for k, (name, res) in enumerate((("progressive shrinking", sw["progressive_shrinking"]),
+                                         ("sandwich", sw["sandwich"]))):
+            accs = [100 * a["top1"] for a in res["archs"]]
+            ax.scatter([k] * (len(accs) - 2), accs[2:], color="#999", s=12)
+            ax.scatter([k], [accs[0]], marker="^", color=COLORS["ofa"], s=50, label="largest" if k == 0 else None)
+            ax.scatter([k], [accs[1]], marker="v", color=COLORS["uniform"], s=50, label="smallest" if k == 0 else None)
+            table.append([name, f"largest {accs[0]:.2f}%", f"smallest {accs[1]:.2f}%",
+                          f"median of 20 random {np.median(accs[2:]):.2f}%"])
+        ax.set_xticks([0, 1], ["progressive shrinking", "sandwich"])
+        ax.set_ylabel("top-1, test split (%)"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+        ax.set_title("progressive shrinking vs sandwich")
+    fig.tight_layout()
+    return Panel("training", "Training comparisons", fig,
+                 "Each arch uses one kernel, expand and depth in every block; the from-scratch runs use the "
+                 "recipe's optimiser, schedule, augmentation and total epochs.",
+                 "python benchmarks/bench_training.py --train", table)

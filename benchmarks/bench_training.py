@@ -1,0 +1,103 @@
+"""Training comparisons, run at full scale once (results committed; ``ofa-edge report`` reuses
+them unless ``--full``):
+
+1. for three archs (small, middle, large: one kernel, expand and depth in every block), the
+   subnet taken from the shipped supernet without retraining against the same arch trained alone
+   from scratch for the 17 epochs of the whole recipe (``recipes/scratch-*.yaml``): test top-1
+   (BN recalibrated) and CPU-seconds, side by side;
+2. progressive shrinking (the shipped supernet) against the sandwich rule
+   (``recipes/fmnist-sandwich.yaml``) under the same budget: largest, smallest and 20 random
+   subnets on the test split.
+
+    python benchmarks/bench_training.py            # evaluate the runs in --runs (train them with --train)
+    python benchmarks/bench_training.py --train    # train what is missing first (hours on 2 cores)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import write_results
+
+REPO = Path(__file__).resolve().parents[1]
+SCRATCH = {"small": (3, 3, 2), "middle": (5, 4, 3), "large": (7, 6, 4)}
+
+
+def _train(recipe: Path, out: Path, processes: int) -> None:
+    if (out / "run.json").is_file():
+        return
+    resume = ["--resume", str(out)] if (out / "checkpoint" / "state.json").is_file() else ["--out", str(out)]
+    if processes > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "ofa_edge.train", "--recipe", str(recipe), *resume]
+    else:
+        cmd = [sys.executable, "-m", "ofa_edge.cli", "train", "--recipe", str(recipe), *resume]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _eval(supernet: str, archs: list[str], images: int | None) -> dict:
+    cmd = [sys.executable, "-m", "ofa_edge.cli", "eval", "--supernet", supernet, "--split", "test", "--json"]
+    for a in archs:
+        cmd += ["--arch", a]
+    if images:
+        cmd += ["--images", str(images)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def _run_ledger(run: Path) -> dict:
+    return json.loads((run / "run.json").read_text())["ledger"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default=str(REPO / "runs"))
+    ap.add_argument("--supernet", default="default", help="the progressive-shrinking supernet")
+    ap.add_argument("--train", action="store_true", help="train the missing runs first")
+    ap.add_argument("--images", type=int, default=None, help="test images (default: all 10,000)")
+    ap.add_argument("--only", choices=("scratch", "sandwich"), default=None)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from ofa_edge.space.checkpoint import checkpoint_file, read_header
+    from ofa_edge.space.searchspace import SearchSpace
+
+    runs, t0 = Path(args.runs), time.time()
+    space = SearchSpace(read_header(checkpoint_file(args.supernet))["space_id"])
+    figures: dict = {"scratch": [], "sandwich": None}
+    if args.only in (None, "scratch"):
+        for name, (k, e, d) in SCRATCH.items():
+            run = runs / f"scratch-{name}"
+            if args.train:
+                _train(REPO / "recipes" / f"scratch-{name}.yaml", run, 1)
+            if not (run / "run.json").is_file():
+                print(f"skip scratch-{name}: no finished run in {run}")
+                continue
+            arch = "r28|" + "|".join(",".join(f"k{k}e{e}" for _ in range(d)) for _ in space.preset.stages)
+            scratch = _eval(str(run), [arch], args.images)["archs"][0]["top1"]
+            ofa = _eval(args.supernet, [arch], args.images)["archs"][0]["top1"]
+            figures["scratch"].append({"name": name, "arch": arch, "epochs": 17, "scratch_top1": scratch,
+                                       "ofa_top1": ofa, "scratch_ledger": _run_ledger(run)})
+            print(f"{name}: from scratch {scratch:.2%}, from the supernet {ofa:.2%}")
+    if args.only in (None, "sandwich"):
+        run = runs / "fmnist-sandwich"
+        if args.train:
+            _train(REPO / "recipes" / "fmnist-sandwich.yaml", run, 2)
+        if (run / "run.json").is_file():
+            specs = ["max", "min", "random:20"]
+            ps = _eval(args.supernet, specs, args.images)
+            sw = _eval(str(run), specs, args.images)
+            figures["sandwich"] = {"progressive_shrinking": ps, "sandwich": sw,
+                                   "sandwich_ledger": _run_ledger(run)}
+    figures["wall_s"] = time.time() - t0
+    path = write_results("training", figures, {"runs": str(runs), "supernet": args.supernet, "images": args.images})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
