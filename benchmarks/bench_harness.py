@@ -28,9 +28,11 @@ from ofa_edge.devices.spec import load_spec
 REPO = Path(__file__).resolve().parents[1]
 
 
-def bench(spec: str, out: Path, cache: Path, full: bool, supernet: str = "default") -> dict:
+def bench(spec: str, out: Path, cache: Path, full: bool, supernet: str = "default", tiny: bool = False) -> dict:
     cmd = [str(Path(sys.executable).with_name("ofa-edge")), "bench", "--spec", spec, "--out", str(out),
            "--cache", str(cache), "--no-progress", "--supernet", supernet] + ([] if full else ["--quick"])
+    if tiny:  # the tests: part of the space, few subnets
+        cmd += ["--resolution", "28", "--kernels", "3,7", "--expands", "3,6", "--subnets", "10"]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full bench instead of --quick")
     parser.add_argument("--out", default=str(REPO / "runs"), help="where the cold run's tables stay")
     parser.add_argument("--supernet", default="default", help="(the tests use a tiny one)")
+    parser.add_argument("--tiny", action="store_true", help="part of the space, 10 subnets (the tests)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="ofa-edge-bench-harness-"))
     try:
@@ -64,15 +67,15 @@ def main() -> None:
         cold_out = Path(args.out)
         # A resumed bench would measure nothing: the cold run starts from an empty device folder.
         shutil.rmtree(cold_out / load_spec(args.spec).name, ignore_errors=True)
-        cold = bench(args.spec, cold_out, cache, args.full, args.supernet)
-        warm = bench(args.spec, scratch / "warm", cache, args.full, args.supernet)
+        cold = bench(args.spec, cold_out, cache, args.full, args.supernet, args.tiny)
+        warm = bench(args.spec, scratch / "warm", cache, args.full, args.supernet, args.tiny)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     figures = {"cold_cache": cold, "warm_cache": warm,
                "warm_vs_cold_wall_ratio": round(warm["wall_s"] / cold["wall_s"], 3),
                "harness_noise_median_block_cov": warm["median_block_cov"], "noise_goal": 0.03}
     path = write_results("harness_full" if args.full else "harness_quick", figures,
-                         {"spec": args.spec, "full": args.full, "supernet": args.supernet})
+                         {"spec": args.spec, "full": args.full, "supernet": args.supernet, "tiny": args.tiny})
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=2))
     for name in ("cold_cache", "warm_cache"):
         f = figures[name]

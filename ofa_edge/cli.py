@@ -15,10 +15,10 @@ import sys
 # without OpenBLAS's thread hand-offs (and torch sets its own threads). Before numpy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import traceback
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ofa_edge import __version__
-from ofa_edge.errors import NotBuiltYet, OfaEdgeError, SpecError
+from ofa_edge.errors import OfaEdgeError, SpecError
 
 EXIT_ERROR = 2
 
@@ -238,16 +238,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     run_report(full=args.full, from_results=args.from_results, runs=Path(args.runs),
                out=Path(args.out) if args.out else None)
     return 0
-
-
-# ---------------------------------------------------------------- not built yet
-
-
-def _not_built(issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        raise NotBuiltYet(f"ofa-edge {args.command} is not built yet (it lands with issue {issue})")
-
-    return handler
 
 
 # ---------------------------------------------------------------- parser

@@ -21,7 +21,3 @@ class SpecError(OfaEdgeError):
 
 class DataError(OfaEdgeError):
     """A dataset is missing, unreadable or malformed."""
-
-
-class NotBuiltYet(OfaEdgeError):
-    """A subcommand whose issue has not landed yet."""

@@ -11,10 +11,6 @@ from conftest import require
 
 SUBCOMMANDS = ["specs", "data", "train", "eval", "predictor", "devices", "bench", "search", "deploy", "report"]
 NESTED = [["specs", "list"], ["specs", "check"], ["data", "info"]]
-NOT_BUILT = {  # command line -> the issue it lands with
-    ("deploy", "--spec", "device_specs/stm32f746.yaml"): "[6/7]",  # MCU bundles: not yet
-    ("report",): "[7/7]",
-}
 
 
 def assert_clean_error(result, *needles: str) -> None:
@@ -54,10 +50,17 @@ def test_no_command_prints_help_and_exits_2(run_cli):
     assert result.returncode == 2 and "COMMAND" in result.stderr
 
 
-@pytest.mark.parametrize("argv", sorted(NOT_BUILT), ids=" ".join)
-def test_unbuilt_commands_say_so(run_cli, argv):
-    result = run_cli(*argv)
-    assert_clean_error(result, "not built yet", NOT_BUILT[argv])
+def test_report_flags_that_exclude_each_other_exit_2(run_cli):
+    assert_clean_error(run_cli("report", "--full", "--from-results"), "exclude each other")
+
+
+def test_report_from_missing_results_names_what_to_run(run_cli, tmp_path):
+    import os
+
+    result = run_cli("report", "--from-results", "--out", str(tmp_path / "d"),
+                     env={**os.environ, "OFA_EDGE_RESULTS": str(tmp_path / "none")})
+    assert_clean_error(result, "bench_fronts.py")
+    assert not (tmp_path / "d").exists()
 
 
 def test_specs_list_shows_every_shipped_spec(run_cli, repo):

@@ -81,7 +81,7 @@ def deployed(bundles: list[Path]) -> dict:
 def carbon(ledger_entries: list[dict], spec: str, training: dict | None) -> dict:
     """The N = 1..40 scenarios from the shipped supernet's own ledger (train, predictor fit), one
     specialisation (the costliest quick bench of ``spec`` on record, i.e. a cold one, plus the
-    latest search and deploy) and the from-scratch trainings."""
+    latest deploy, which includes its search) and the from-scratch trainings."""
     import os
 
     from ofa_edge.report.carbon import scenarios
@@ -91,11 +91,10 @@ def carbon(ledger_entries: list[dict], spec: str, training: dict | None) -> dict
     once = [report["ledger"], report["accuracy_predictor"]["ledger"]]
     of_spec = [e for e in ledger_entries if e.get("spec") == spec]
     benches = [e for e in of_spec if e["command"] == "bench" and e.get("quick")]
-    searches = [e for e in of_spec if e["command"] == "search"]
     deploys = [e for e in of_spec if e["command"] == "deploy"]
     if not benches or not deploys:
         raise OfaEdgeError(f"the ledger has no quick bench and deploy of {spec}: run ofa-edge report (it runs them)")
-    per_device = [max(benches, key=lambda e: e["cpu_s"])] + searches[-1:] + deploys[-1:]
+    per_device = [max(benches, key=lambda e: e["cpu_s"]), deploys[-1]]
     if not training or not training.get("scratch"):
         raise OfaEdgeError("no from-scratch training results (benchmarks/results/training.json): run "
                            "python benchmarks/bench_training.py --train, or ofa-edge report --full")
@@ -108,7 +107,7 @@ def carbon(ledger_entries: list[dict], spec: str, training: dict | None) -> dict
             "energy_source": sorted({e["energy_source"] for e in once + per_device + per_training}),
             "entries": {"once": once, "per_device": per_device, "per_training": per_training},
             "sources": {"once": "ofa_edge/assets/default/eval_report.json",
-                        "per_device": f"ledger: costliest quick bench + latest search + deploy of {spec}",
+                        "per_device": f"ledger: the costliest (cold) quick bench + the latest deploy of {spec}",
                         "per_training": f"{len(per_training)} from-scratch runs (benchmarks/results/training.json)"}}
 
 
@@ -152,8 +151,7 @@ def _run_benchmarks(full: bool, runs: Path, results: Path, log: Callable[[str], 
     from ofa_edge.deploy import DeployOptions, deploy
     from ofa_edge.devices.bench import BenchOptions, run_bench
     from ofa_edge.devices.spec import load_spec, resolve_spec_path
-    from ofa_edge.ledger import read_ledger
-    from ofa_edge.space.checkpoint import read_header, checkpoint_file
+    from ofa_edge.space.checkpoint import checkpoint_file, read_header
 
     local = load_spec(resolve_spec_path("local"))
     space_id = read_header(checkpoint_file("default"))["space_id"]
@@ -172,9 +170,17 @@ def _run_benchmarks(full: bool, runs: Path, results: Path, log: Callable[[str], 
         result = deploy(load_spec(resolve_spec_path(spec_name)),
                         DeployOptions(runs=runs, out=runs / "report-bundles", log=lambda line: log("  " + line)))
         bundles.append(result.bundle)
-    _write("deployed", deployed(bundles), {"specs": ["local", "stm32f746"]})
+    derive_results(runs, bundles, local.name, space_id, results)
+
+
+def derive_results(runs: Path, bundles: list[Path], spec: str, space_id: str, results: Path) -> None:
+    """The results the dashboard reads that no benchmark script writes: deployed subnets, latency
+    validation pairs and block noise from the bench tables, and the carbon ledger."""
+    from ofa_edge.ledger import read_ledger
+
+    _write("deployed", deployed(bundles), {"bundles": [str(b) for b in bundles]})
     _write("latency_validation", latency_validation(runs, space_id), {"runs": str(runs)})
-    _write("harness_noise", harness_noise(runs, local.name, space_id), {"runs": str(runs)})
+    _write("harness_noise", harness_noise(runs, spec, space_id), {"runs": str(runs)})
     training_path = results / "training.json"
     training = json.loads(training_path.read_text())["figures"] if training_path.is_file() else None
-    _write("carbon", carbon(read_ledger(), local.name, training), {"n_max": 40})
+    _write("carbon", carbon(read_ledger(), spec, training), {"n_max": 40})

@@ -1,0 +1,96 @@
+"""Each benchmark script runs at a tiny scale and writes valid results JSON (into a temporary
+results folder, never over the committed ones)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CI_BENCH, bench_spec_yaml, require_fmnist
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str, results: Path, *args: str, timeout: float = 900) -> dict:
+    env = {**os.environ, "OFA_EDGE_RESULTS": str(results), "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (done.stdout[-1500:], done.stderr[-1500:])
+    return done
+
+
+def _results(results: Path, name: str) -> dict:
+    data = json.loads((results / f"{name}.json").read_text())
+    assert {"benchmark", "machine", "settings", "figures"} <= set(data)
+    assert data["benchmark"] == name and data["machine"]["date"] and data["machine"]["cores"]
+    return data["figures"]
+
+
+@pytest.fixture(scope="module")
+def local_bench(tmp_path_factory, block_cache):
+    """A small bench of the shipped supernet on this machine (as test_deploy's)."""
+    from ofa_edge.devices.bench import BenchOptions, run_bench
+    from ofa_edge.devices.spec import load_spec
+
+    require_fmnist()
+    root = tmp_path_factory.mktemp("bench-scripts")
+    spec = bench_spec_yaml(root / "bl.yaml", {"transport": "local"}, str(root / "work"), name="bench-scripts")
+    run_bench(load_spec(spec), BenchOptions(**CI_BENCH, supernet="default", out=root / "runs", cache=block_cache,
+                                            log=lambda _: None))
+    return root, spec
+
+
+def test_bench_search_tiny(local_bench, tmp_path):
+    root, spec = local_bench
+    _script("bench_search.py", tmp_path, "--tiny", "--spec", str(spec), "--runs", str(root / "runs"))
+    f = _results(tmp_path, "search")
+    (run,) = f["runs"]
+    assert run["queries"] > 0 and 0 < run["best_top1"] <= 1
+    assert run["evolution_best_at"] and run["random_best_at"]
+
+
+def test_bench_fronts_tiny(local_bench, tmp_path):
+    root, spec = local_bench
+    _script("bench_fronts.py", tmp_path, "--tiny", "--spec", str(spec), "--runs", str(root / "runs"))
+    f = _results(tmp_path, "fronts_bench-scripts")
+    sets = {r["set"] for r in f["rows"]}
+    assert sets == {"ofa", "uniform"}
+    for r in f["rows"]:
+        assert r["latency_ms"] > 0 and 0.5 < r["top1_device"] <= 1 and r["macs"] > 0
+    assert set(f["headline"]) >= {"latency_ratio_at_equal_accuracy", "accuracy_gain_at_equal_latency"}
+
+
+def test_calibrate_tflm_memory_tiny(tmp_path):
+    _script("calibrate_tflm_memory.py", tmp_path, "--archs", "4")
+    f = _results(tmp_path, "tflm_memory")
+    assert len(f["rows"]) == 4
+    fit = f["fit"]
+    assert fit["file_max_abs_rel_error"] < 0.05 and fit["arena_rel_error"]["max_under"] < 0.05
+
+
+def test_bench_training_tiny(ci_run, tmp_path):
+    """The training comparison on a seconds-long CI run standing in for a from-scratch run."""
+    run, _ = ci_run
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(run, runs / "scratch-small")
+    _script("bench_training.py", tmp_path, "--runs", str(runs), "--supernet", str(run), "--only", "scratch",
+            "--images", "200")
+    f = _results(tmp_path, "training")
+    (row,) = f["scratch"]
+    assert row["name"] == "small" and 0 <= row["scratch_top1"] <= 1 and 0 <= row["ofa_top1"] <= 1
+    assert row["scratch_ledger"]["cpu_s"] > 0
+
+
+def test_bench_harness_tiny(ci_supernet, tmp_path, block_cache):
+    spec = bench_spec_yaml(tmp_path / "bh.yaml", {"transport": "local"}, str(tmp_path / "work"), name="bench-harness")
+    _script("bench_harness.py", tmp_path, "--spec", str(spec), "--supernet", str(ci_supernet), "--out",
+            str(tmp_path / "runs"), "--tiny")
+    f = _results(tmp_path, "harness_quick")
+    assert f["cold_cache"]["blocks"] > 0 and f["warm_cache"]["wall_s"] > 0
+    assert 0 <= f["harness_noise_median_block_cov"] < 1
