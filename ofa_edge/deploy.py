@@ -248,6 +248,9 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, bu
     }
     _write_json(staging / "manifest.json", manifest)
     (staging / "report.md").write_text(_report(manifest))
+    os.chmod(staging, 0o755)  # mkdtemp/mkstemp make private files; a bundle is for sharing
+    for f in staging.iterdir():
+        os.chmod(f, 0o644)
     bundle = Path(o.out) / spec.name
     old = None
     if bundle.exists():

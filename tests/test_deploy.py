@@ -157,3 +157,19 @@ def benched_onnx(tmp_path_factory, block_cache):
                                      log=lambda _: None))
         out[precision] = (root, spec)
     return out
+
+
+def test_cli_deploy_exits_1_and_lists_the_failed_checks(monkeypatch, capsys, tmp_path):
+    """The CLI's side of a failed verification (the pipeline's own is tested above)."""
+    import ofa_edge.deploy as deploy_module
+    from ofa_edge.cli import main
+    from ofa_edge.deploy import DeployResult
+
+    failed = {"verification": {"passed": False, "checks": [
+        {"name": "the device ran the file that was pushed", "passed": False, "level": "fail"},
+        {"name": "measured latency vs predicted", "passed": False, "level": "warn"}]}}
+    monkeypatch.setattr(deploy_module, "deploy", lambda spec, options: DeployResult(tmp_path, False, failed))
+    assert main(["deploy", "--spec", "local"]) == 1
+    err = capsys.readouterr().err
+    assert "verification failed: the device ran the file that was pushed" in err and "latency" not in err
+    assert str(tmp_path / "report.md") in err
