@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         for name, (k, e, d) in SCRATCH.items():
             run = runs / f"scratch-{name}"
             if args.train:
-                _train(REPO / "recipes" / f"scratch-{name}.yaml", run, 1)
+                _train(REPO / "recipes" / f"scratch-{name}.yaml", run, 2 if name == "large" else 1)
             if not (run / "run.json").is_file():
                 print(f"skip scratch-{name}: no finished run in {run}")
                 continue

@@ -21,7 +21,7 @@ from ofa_edge.devices.runner import PROTOCOL_VERSION, RUNNER_PATH
 from ofa_edge.devices.runner_host import build_zipapp, parse_answer, runner_source
 from ofa_edge.errors import OfaEdgeError
 
-RUNTIMES = {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime"}
+RUNTIMES = {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime", "tflite_micro"}
 
 # Runs the runner like `python3 runner.py ...`, but with torch, tensorflow and ofa_edge
 # unimportable; afterwards reports on stderr which of them got loaded anyway.

@@ -60,7 +60,14 @@ def latency_validation(runs: Path, space_id: str) -> dict:
         devices.append({"spec": folder.parent.name, "statistic": STATISTIC, "archs": [r["arch"] for r in rows],
                         "predicted_ms": [float(v) for v in predicted],
                         "measured_ms": [float(r[STATISTIC]) for r in rows], "validation": lp.validation})
-    return {"devices": devices}
+    summaries = []  # the full benches of benchmarks/bench_latency_predictor.py, when on record
+    path = _results_dir() / "latency_predictor.json"
+    if path.is_file():
+        for d in json.loads(path.read_text())["figures"]["devices"]:
+            if "calibrated" in d:
+                summaries.append({"spec": d["spec"], **d["calibrated"],
+                                  "source": "benchmarks/results/latency_predictor.json (full bench)"})
+    return {"devices": devices, "summaries": summaries}
 
 
 def harness_noise(runs: Path, spec: str, space_id: str) -> dict:
@@ -153,6 +160,7 @@ def _run_benchmarks(full: bool, runs: Path, results: Path, log: Callable[[str], 
     from ofa_edge.devices.spec import load_spec, resolve_spec_path
     from ofa_edge.space.checkpoint import checkpoint_file, read_header
 
+    runs = Path(runs).resolve()  # the scripts run in the repository
     local = load_spec(resolve_spec_path("local"))
     space_id = read_header(checkpoint_file("default"))["space_id"]
     log(f"report: bench {local.name} ({'full' if full else 'quick'})")
