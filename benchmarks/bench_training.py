@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import common
 from common import write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +70,11 @@ def main(argv=None) -> int:
     runs, t0 = Path(args.runs), time.time()
     space = SearchSpace(read_header(checkpoint_file(args.supernet))["space_id"])
     figures: dict = {"scratch": [], "sandwich": None}
+    previous = Path(common.RESULTS) / "training.json"
+    if args.only and previous.is_file():  # keep the part this run does not redo
+        figures.update({k: v for k, v in json.loads(previous.read_text())["figures"].items()
+                        if k in ("scratch", "sandwich")})
+        figures["scratch" if args.only == "scratch" else "sandwich"] = [] if args.only == "scratch" else None
     if args.only in (None, "scratch"):
         for name, (k, e, d) in SCRATCH.items():
             run = runs / f"scratch-{name}"
