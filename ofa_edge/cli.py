@@ -348,9 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  ofa-edge search --spec device_specs/stm32f746.yaml\n"
               "  ofa-edge search --spec device_specs/local.yaml --pareto --json front.json")
     se.add_argument("--spec", required=True, help="device spec (a path, or a shipped spec's name)")
-    se.add_argument("--latency-ms", type=_positive_number, help="latency budget (default: the spec's)")
-    se.add_argument("--sram-kb", type=_positive_number, help="peak SRAM budget in KiB (default: the spec's)")
-    se.add_argument("--flash-kb", type=_positive_number, help="flash budget in KiB (default: the spec's)")
+    _budget_flags(se)
     se.add_argument("--macs-m", type=_positive_number, help="MACs budget in millions")
     se.add_argument("--pareto", action="store_true", help="the whole accuracy-latency front (NSGA-II)")
     se.add_argument("--json", metavar="FILE", help="also write the result (a list with --pareto) as JSON")
@@ -367,9 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  ofa-edge deploy --spec device_specs/stm32f746.yaml\n"
               '  ofa-edge deploy --spec device_specs/local.yaml --arch "<arch text>"')
     dp.add_argument("--spec", required=True, help="device spec (a path, or a shipped spec's name)")
-    dp.add_argument("--latency-ms", type=_positive_number, help="latency budget (default: the spec's)")
-    dp.add_argument("--sram-kb", type=_positive_number, help="peak SRAM budget in KiB (default: the spec's)")
-    dp.add_argument("--flash-kb", type=_positive_number, help="flash budget in KiB (default: the spec's)")
+    _budget_flags(dp)
     dp.add_argument("--drop-warn", type=float, default=0.01, help="warn above this int8 top-1 drop (default 0.01)")
     dp.add_argument("--drop-fail", type=float, default=0.02, help="fail above this int8 top-1 drop (default 0.02)")
     dp.add_argument("--arch", help="skip search, deploy this subnet")
@@ -390,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="dashboard folder (default benchmarks/dashboard)")
     r.set_defaults(func=_cmd_report)
     return p
+
+
+def _budget_flags(p: argparse.ArgumentParser) -> None:
+    """--latency-ms, --sram-kb, --flash-kb: override the spec's budgets (search and deploy)."""
+    p.add_argument("--latency-ms", type=_positive_number, help="latency budget (default: the spec's)")
+    p.add_argument("--sram-kb", type=_positive_number, help="peak SRAM budget in KiB (default: the spec's)")
+    p.add_argument("--flash-kb", type=_positive_number, help="flash budget in KiB (default: the spec's)")
 
 
 def _int_list(text: str) -> list[int]:
