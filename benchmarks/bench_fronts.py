@@ -9,6 +9,7 @@ the latency ratio at equal accuracy and the accuracy gain at equal latency (OFA,
 ICLR 2020, reports 1.5-2.6x and up to +4% on ImageNet).
 
     python benchmarks/bench_fronts.py [--spec device_specs/local.yaml] [--runs runs] [--quick]
+    python benchmarks/bench_fronts.py --slowed --quick   # the slowed emulated device (root): benches it first
 """
 from __future__ import annotations
 
@@ -153,14 +154,30 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="2 OFA and 2 uniform subnets, 200 images (the tests)")
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--name", default=None, help="results name (default fronts_<spec>)")
+    ap.add_argument("--slowed", action="store_true",
+                    help="on the slowed emulated device (netns + CPU quota; needs root), quick-benched first")
     args = ap.parse_args(argv)
+    if args.slowed:
+        from slowed import slowed_device
+
+        with tempfile.TemporaryDirectory(prefix="ofa-edge-slowed-") as folder, slowed_device(Path(folder)) as spec:
+            return run(args, spec, bench_first=True)
+    return run(args, args.spec)
+
+
+def run(args, spec_path, bench_first: bool = False) -> int:
     import torch
 
+    from ofa_edge.devices.bench import BenchOptions, run_bench
     from ofa_edge.devices.spec import load_spec, resolve_spec_path
 
     torch.set_num_threads(1)
-    spec = load_spec(resolve_spec_path(args.spec))
+    spec = load_spec(resolve_spec_path(str(spec_path)))
     t0 = time.time()
+    if bench_first:  # a device that exists only for this run: measure it now
+        tiny = dict(resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10, batch=8) if args.tiny else {}
+        run_bench(spec, BenchOptions(quick=True, supernet=args.supernet, out=Path(args.runs), progress=False,
+                                     log=lambda line: print("  " + line, flush=True), **tiny))
     images = args.images or (200 if args.tiny else 1000 if args.quick else 2000)
     resolutions = [28] if args.quick or args.tiny else [28, 32]
     if args.tiny:
@@ -171,7 +188,7 @@ def main(argv=None) -> int:
     figures = {"spec": spec.name, "rows": rows, "headline": headline(rows), "wall_s": time.time() - t0}
     path = write_results(args.name or f"fronts_{spec.name}", figures,
                          {"quick": args.quick, "tiny": args.tiny, "images": images, "resolutions": resolutions, "uniform": UNIFORM,
-                          "supernet": args.supernet, "runs": args.runs})
+                          "supernet": args.supernet, "runs": args.runs, "slowed": args.slowed})
     h = figures["headline"]
     print(f"latency ratio at equal accuracy: {h['latency_ratio_at_equal_accuracy']}")
     print(f"accuracy gain at equal latency: {h['accuracy_gain_at_equal_latency']}")

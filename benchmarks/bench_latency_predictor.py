@@ -6,6 +6,7 @@ tau, for the block-table sum alone and with the end-to-end calibration. Goal: nn
 
     python benchmarks/bench_latency_predictor.py          # full benches (100 + 2 subnets each)
     python benchmarks/bench_latency_predictor.py --quick  # bench --quick (38 + 2 subnets)
+    python benchmarks/bench_latency_predictor.py --tiny --supernet PATH  # the tests: part of the space
 
 Needs root for the slowed device (network namespace, cgroup); without it that device is skipped.
 """
@@ -13,24 +14,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from common import write_results
+from slowed import slowed_device
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the emulated-device helpers live with the tests
 
 
-def run(spec_path: Path, out: Path, cache: Path, quick: bool) -> dict:
+TINY = dict(resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10, batch=8)
+
+
+def run(spec_path: Path, out: Path, cache: Path, quick: bool, supernet: str = "default", tiny: bool = False) -> dict:
     from ofa_edge.devices.bench import BenchOptions, run_bench
     from ofa_edge.devices.spec import load_spec
 
     spec = load_spec(spec_path)
-    result = run_bench(spec, BenchOptions(quick=quick, out=out, cache=cache, progress=False, log=lambda _: None))
+    options = BenchOptions(quick=quick or tiny, out=out, cache=cache, supernet=supernet, progress=False,
+                           log=lambda _: None, **(TINY if tiny else {}))
+    result = run_bench(spec, options)
     p = json.loads((result.folder / "latency_predictor.json").read_text())
     blocks = json.loads((result.folder / "blocks.json").read_text())
     return {"spec": spec.name, "identity": blocks["identity"], "model": p["model"], "coef": p["coef"],
@@ -38,39 +41,26 @@ def run(spec_path: Path, out: Path, cache: Path, quick: bool) -> dict:
             "calibration_subnets": p["report"]["calibration_subnets"], "loo_rmspe": p["report"]["loo_rmspe"]}
 
 
-def slow_spec(server, folder: Path) -> Path:
-    spec = {"schema_version": 1, "name": "slowed-local", "kind": "cpu",
-            "description": "sshd in a netns with a 25% CPU quota (10 ms period), pinned to CPU 0",
-            "hardware": {"cores": 1, "clock_mhz": 2445}, "connection": server.connection(),
-            "runtime": {"name": "tflite", "version": "2.1.0", "delegate": "xnnpack", "threads": 1},
-            "precision": "int8", "device": {"python": sys.executable, "work_dir": f"{server.home}/work"},
-            "budgets": {"resolution": [28, 64]},
-            "measure": {"warmup": 20, "repeats": 7, "runs_per_repeat": 30}}
-    path = folder / "slowed-local.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="part of the space, 10 subnets (the tests)")
+    parser.add_argument("--supernet", default="default")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="ofa-edge-latency-bench-"))
     cache = scratch / "cache"
-    devices = [run(REPO / "device_specs" / "local.yaml", scratch / "runs", cache, args.quick)]
+    devices = [run(REPO / "device_specs" / "local.yaml", scratch / "runs", cache, args.quick, args.supernet, args.tiny)]
     try:
-        from slowdevice import start_slow_sshd
-
-        with start_slow_sshd(scratch / "slow") as server:
-            devices.append(run(slow_spec(server, scratch), scratch / "runs", cache, args.quick))
+        with slowed_device(scratch / "slow") as spec:
+            devices.append(run(spec, scratch / "runs", cache, args.quick, args.supernet, args.tiny))
     except BaseException as exc:  # pytest's skip is a BaseException: no root, no cgroups
         if isinstance(exc, KeyboardInterrupt):
             raise
         devices.append({"spec": "slowed-local", "skipped": f"{type(exc).__name__}: {exc}"})
     figures = {"devices": devices, "goal_within_10pct": 0.99,
                "anchor": "nn-Meter: 99.0% of models within ±10% on a Pixel 4 CPU"}
-    path = write_results("latency_predictor_quick" if args.quick else "latency_predictor", figures,
-                         {"quick": args.quick})
+    name = "latency_predictor_tiny" if args.tiny else "latency_predictor_quick" if args.quick else "latency_predictor"
+    path = write_results(name, figures, {"quick": args.quick, "tiny": args.tiny, "supernet": args.supernet})
     for d in devices:
         if "skipped" in d:
             print(f"{d['spec']}: skipped ({d['skipped']})")

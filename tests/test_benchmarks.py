@@ -65,6 +65,20 @@ def test_bench_fronts_tiny(local_bench, tmp_path):
     assert set(f["headline"]) >= {"latency_ratio_at_equal_accuracy", "accuracy_gain_at_equal_latency"}
 
 
+def test_bench_fronts_tiny_on_the_slowed_device(tmp_path):
+    """--slowed starts the netns + cgroup device, benches it, then measures the fronts there."""
+    from slowdevice import require_slow_device
+
+    require_fmnist()
+    require_slow_device()
+    runs = tmp_path / "runs"
+    _script("bench_fronts.py", tmp_path, "--slowed", "--tiny", "--runs", str(runs), timeout=1500)
+    f = _results(tmp_path, "fronts_slowed-local")
+    assert f["spec"] == "slowed-local" and {r["set"] for r in f["rows"]} == {"ofa", "uniform"}
+    assert all(r["latency_ms"] > 0 and 0.5 < r["top1_device"] <= 1 for r in f["rows"])
+    assert list(runs.glob("slowed-local/*/latency_predictor.json")), "the slowed device was benched first"
+
+
 def test_calibrate_tflm_memory_tiny(tmp_path):
     _script("calibrate_tflm_memory.py", tmp_path, "--archs", "4")
     f = _results(tmp_path, "tflm_memory")
@@ -87,6 +101,21 @@ def test_bench_training_tiny(ci_run, tmp_path):
     assert row["scratch_ledger"]["cpu_s"] > 0
 
 
+def test_bench_training_tiny_sandwich_part(ci_run, tmp_path):
+    """The progressive shrinking vs sandwich part, on CI runs standing in for both."""
+    run, _ = ci_run
+    runs = tmp_path / "runs"
+    for name in ("fmnist-ps", "fmnist-sandwich"):
+        shutil.copytree(run, runs / name)
+    _script("bench_training.py", tmp_path, "--runs", str(runs), "--supernet", str(run), "--only", "sandwich",
+            "--images", "200")
+    sw = _results(tmp_path, "training")["sandwich"]
+    for key in ("progressive_shrinking", "sandwich"):
+        assert len(sw[key]["archs"]) == 22 and all(0 <= a["top1"] <= 1 for a in sw[key]["archs"])
+        assert sw[f"{key}_ledger"]["cpu_s"] > 0
+    assert "shipped" not in sw  # a run folder has no eval report
+
+
 def test_bench_harness_tiny(ci_supernet, tmp_path, block_cache):
     spec = bench_spec_yaml(tmp_path / "bh.yaml", {"transport": "local"}, str(tmp_path / "work"), name="bench-harness")
     _script("bench_harness.py", tmp_path, "--spec", str(spec), "--supernet", str(ci_supernet), "--out",
@@ -94,3 +123,18 @@ def test_bench_harness_tiny(ci_supernet, tmp_path, block_cache):
     f = _results(tmp_path, "harness_quick")
     assert f["cold_cache"]["blocks"] > 0 and f["warm_cache"]["wall_s"] > 0
     assert 0 <= f["harness_noise_median_block_cov"] < 1
+
+
+def test_bench_latency_predictor_tiny(ci_supernet, tmp_path):
+    """Both devices (this machine and the slowed netns + cgroup device) at a tiny scale."""
+    _script("bench_latency_predictor.py", tmp_path, "--tiny", "--supernet", str(ci_supernet), timeout=1200)
+    devices = _results(tmp_path, "latency_predictor_tiny")["devices"]
+    assert [d["spec"] for d in devices] == ["local", "slowed-local"]
+    if os.environ.get("CI"):  # root and cgroups are there in CI: the slowed device must run
+        assert "skipped" not in devices[1], devices[1]
+    for d in devices:
+        if "skipped" in d:
+            continue
+        for key in ("calibrated", "table_sum_only"):
+            v = d[key]
+            assert v["n"] > 0 and 0 <= v["within_10pct"] <= 1 and v["rmse_ms"] >= 0 and -1 <= v["kendall_tau"] <= 1

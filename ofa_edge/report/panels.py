@@ -222,15 +222,17 @@ def training(result: dict) -> Panel:
                       f"{r['scratch_ledger']['cpu_s']:.0f}"])
     if sw:
         ax = axes[0][1]
-        for k, (name, res) in enumerate((("progressive shrinking", sw["progressive_shrinking"]),
-                                         ("sandwich", sw["sandwich"]))):
+        columns = [("progressive shrinking", sw["progressive_shrinking"]), ("sandwich", sw["sandwich"])]
+        if sw.get("shipped"):
+            columns.append((f"shipped ({sw.get('shipped_recipe', 'default')})", sw["shipped"]))
+        for k, (name, res) in enumerate(columns):
             accs = [100 * a["top1"] for a in res["archs"]]
             ax.scatter([k] * (len(accs) - 2), accs[2:], color="#999", s=12)
             ax.scatter([k], [accs[0]], marker="^", color=COLORS["ofa"], s=50, label="largest" if k == 0 else None)
             ax.scatter([k], [accs[1]], marker="v", color=COLORS["uniform"], s=50, label="smallest" if k == 0 else None)
             table.append([name, f"largest {accs[0]:.2f}%", f"smallest {accs[1]:.2f}%",
                           f"median of 20 random {np.median(accs[2:]):.2f}%"])
-        ax.set_xticks([0, 1], ["progressive shrinking", "sandwich"])
+        ax.set_xticks(range(len(columns)), [name.replace(" (", "\n(") for name, _ in columns], fontsize=8)
         ax.set_ylabel("top-1, test split (%)"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
         ax.set_title("progressive shrinking vs sandwich")
     fig.tight_layout()
