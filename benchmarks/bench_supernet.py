@@ -5,7 +5,7 @@
    vs one step of a static network of the largest arch.
 3. Cost model: calls per second of ``arch_costs``.
 
-Writes benchmarks/results/supernet.json.  Run: python benchmarks/bench_supernet.py [--quick]
+Writes benchmarks/results/supernet.json.  Run: python benchmarks/bench_supernet.py [--quick | --tiny]
 """
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--tiny", action="store_true", help="one repeat, 50 cost-model calls (the tests)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    repeats, runs = (3, 3) if args.quick else (7, 5)
+    repeats, runs = (1, 1) if args.tiny else (3, 3) if args.quick else (7, 5)
 
     net = OFASupernet(args.space, 10).to(memory_format=torch.channels_last)
     space = net.space
@@ -82,7 +83,7 @@ def main() -> None:
                             "static_largest_step": static_largest_step}, repeats, max(1, runs // 2))
 
     # 3. cost model
-    archs = space.sample_many(500, seed=1)
+    archs = space.sample_many(50 if args.tiny else 500, seed=1)
     start = time.perf_counter()
     for a in archs:
         arch_costs(space.preset, a, 10)
@@ -101,7 +102,7 @@ def main() -> None:
         "arch_costs": arch_costs(space.preset, arch, 10).to_json(),
     }
     settings = {"space": args.space, "resolution": args.resolution, "batch": args.batch,
-                "threads": args.threads, "repeats": repeats, "runs": runs, "channels_last": True}
+                "threads": args.threads, "repeats": repeats, "runs": runs, "channels_last": True, "tiny": args.tiny}
     path = write_results("supernet", figures, settings)
     print(f"inference: supernet {inference['supernet_at_arch']['median_s'] * 1e3:.2f} ms vs extracted "
           f"{inference['extracted_subnet']['median_s'] * 1e3:.2f} ms per batch of {args.batch} "

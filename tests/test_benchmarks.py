@@ -138,3 +138,10 @@ def test_bench_latency_predictor_tiny(ci_supernet, tmp_path):
         for key in ("calibrated", "table_sum_only"):
             v = d[key]
             assert v["n"] > 0 and 0 <= v["within_10pct"] <= 1 and v["rmse_ms"] >= 0 and -1 <= v["kendall_tau"] <= 1
+
+
+def test_bench_supernet_tiny(tmp_path):
+    _script("bench_supernet.py", tmp_path, "--tiny", "--batch", "4", "--resolution", "28")
+    f = _results(tmp_path, "supernet")
+    assert f["inference_ratio_supernet_over_subnet"] > 0 and f["training_ratio_4_subnets_over_static_largest"] > 0
+    assert f["cost_model_calls_per_s"] > 0 and f["arch_costs"]["macs"] > 0
