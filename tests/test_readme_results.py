@@ -1,0 +1,70 @@
+"""The README's Results and shipped-supernet figures match the committed results JSON and eval
+report, so that a rerun that changes the results cannot leave the README quoting old numbers."""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _figures(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())["figures"]
+
+
+def _row(label: str, cells: int) -> list[str]:
+    """The cells after the label of the one README table row that starts with ``label`` and has
+    ``cells`` more cells."""
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")][1:] for ln in README.splitlines()
+            if ln.startswith(f"| {label} |")]
+    (row,) = [r for r in rows if len(r) == cells]
+    return row
+
+
+def _pct(cell: str) -> float:
+    return float(re.match(r"([\d.]+)%", cell).group(1)) / 100
+
+
+def test_training_table_matches_training_json():
+    for row in _figures("training")["scratch"]:
+        label = {"small": "small (k3 e3 d2)", "middle": "middle (k5 e4 d3)", "large": "large (k7 e6 d4)"}[row["name"]]
+        ofa, scratch, cpu = _row(label, 3)
+        assert abs(_pct(ofa) - row["ofa_top1"]) < 6e-5 and abs(_pct(scratch) - row["scratch_top1"]) < 6e-5
+        assert int(cpu.replace(",", "")) == round(row["scratch_ledger"]["cpu_s"])
+
+
+def test_sandwich_table_matches_training_json():
+    sw = _figures("training")["sandwich"]
+    columns = [sw["progressive_shrinking"]["archs"], sw["sandwich"]["archs"], sw["shipped"]["archs"]]
+    for label, pick in (("largest", lambda a: a[0]["top1"]), ("smallest", lambda a: a[1]["top1"]),
+                        ("median of 20 random", lambda a: statistics.median(x["top1"] for x in a[2:]))):
+        cells = _row(label, 3)
+        for cell, archs in zip(cells, columns):
+            assert abs(_pct(cell) - pick(archs)) < 6e-5, (label, cell)
+
+
+def test_shipped_supernet_table_matches_the_eval_report():
+    report = json.loads((REPO / "ofa_edge" / "assets" / "default" / "eval_report.json").read_text())
+    for label, key in (("largest (k7 e6 d4, 32 px)", "largest"), ("smallest (k3 e3 d2, 24 px)", "smallest"),
+                       ("median of 20 random", "median_random20")):
+        cells = _row(label, 2)
+        target = report["targets"][key]
+        assert abs(_pct(cells[0]) - target["reached"]) < 6e-5
+        assert ("not met" in cells[1]) == (not target["met"])
+
+
+def test_carbon_paragraph_matches_carbon_json():
+    sc = _figures("carbon")["scenarios"]
+    m = re.search(r"ofa-edge costs ([\d.]+) Wh \(([\d.]+) gCO2e\)\. Forty\s+separate trainings cost ([\d.]+) Wh "
+                  r"\(([\d.]+) g\), ([\d.]+)× more\. ofa-edge is cheaper from N = (\d+) on", README)
+    assert m, "the carbon paragraph of the README changed shape"
+    wh, g, sep_wh, sep_g, ratio, crossover = m.groups()
+    assert float(wh) == round(sc["ofa"]["energy_j"][-1] / 3600, 1)
+    assert float(g) == round(sc["ofa"]["co2e_g"][-1], 1)
+    assert float(sep_wh) == round(sc["separate"]["energy_j"][-1] / 3600, 1)
+    assert float(sep_g) == round(sc["separate"]["co2e_g"][-1], 1)
+    assert float(ratio) == round(sc["ratio_at_max"], 1) and int(crossover) == sc["crossover_n"]
