@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import write_results
+from common import TINY_BENCH, write_results
 
 UNIFORM = [(3, 3, 2), (3, 4, 2), (3, 6, 2), (5, 4, 3), (5, 6, 3), (7, 4, 3), (3, 6, 4), (7, 6, 4)]
 SCRATCH = {"small": (3, 3, 2), "middle": (5, 4, 3), "large": (7, 6, 4)}
@@ -175,9 +175,9 @@ def run(args, spec_path, bench_first: bool = False) -> int:
     spec = load_spec(resolve_spec_path(str(spec_path)))
     t0 = time.time()
     if bench_first:  # a device that exists only for this run: measure it now
-        tiny = dict(resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10, batch=8) if args.tiny else {}
         run_bench(spec, BenchOptions(quick=True, supernet=args.supernet, out=Path(args.runs), progress=False,
-                                     log=lambda line: print("  " + line, flush=True), **tiny))
+                                     log=lambda line: print("  " + line, flush=True),
+                                     **(TINY_BENCH if args.tiny else {})))
     images = args.images or (200 if args.tiny else 1000 if args.quick else 2000)
     resolutions = [28] if args.quick or args.tiny else [28, 32]
     if args.tiny:

@@ -17,13 +17,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import write_results
+from common import TINY_BENCH, write_results
 from slowed import slowed_device
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-TINY = dict(resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10, batch=8)
 
 
 def run(spec_path: Path, out: Path, cache: Path, quick: bool, supernet: str = "default", tiny: bool = False) -> dict:
@@ -32,7 +29,7 @@ def run(spec_path: Path, out: Path, cache: Path, quick: bool, supernet: str = "d
 
     spec = load_spec(spec_path)
     options = BenchOptions(quick=quick or tiny, out=out, cache=cache, supernet=supernet, progress=False,
-                           log=lambda _: None, **(TINY if tiny else {}))
+                           log=lambda _: None, **(TINY_BENCH if tiny else {}))
     result = run_bench(spec, options)
     p = json.loads((result.folder / "latency_predictor.json").read_text())
     blocks = json.loads((result.folder / "blocks.json").read_text())

@@ -14,6 +14,8 @@ from ofa_edge.ledger import machine_info as ledger_machine_info
 
 # where results go: benchmarks/results, or $OFA_EDGE_RESULTS (the tests' tiny runs use a temp dir)
 RESULTS = Path(os.environ.get("OFA_EDGE_RESULTS") or Path(__file__).resolve().parent / "results")
+# the tests' tiny benches: part of the space and few subnets (BenchOptions keywords)
+TINY_BENCH = dict(resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10, batch=8)
 
 
 def machine_info() -> dict:
