@@ -92,25 +92,32 @@ def test_bench_training_tiny(ci_run, tmp_path):
     run, _ = ci_run
     runs = tmp_path / "runs"
     runs.mkdir()
-    shutil.copytree(run, runs / "scratch-small")
+    for name in ("scratch-small", "scratch-large-34", "fmnist-sandwich-17"):
+        shutil.copytree(run, runs / name)
     _script("bench_training.py", tmp_path, "--runs", str(runs), "--supernet", str(run), "--only", "scratch",
             "--images", "200")
     f = _results(tmp_path, "training")
     (row,) = f["scratch"]
     assert row["name"] == "small" and 0 <= row["scratch_top1"] <= 1 and 0 <= row["ofa_top1"] <= 1
     assert row["scratch_ledger"]["cpu_s"] > 0
+    epochs = sum(p["epochs"] for p in json.loads((run / "recipe.json").read_text())["phases"])
+    assert row["epochs"] == epochs  # read from the run, not assumed
+    # the same supernet stands in for both, so the same arch scores the same from each
+    assert row["ofa17_top1"] == row["ofa_top1"]
+    (long_row,) = f["scratch_long"]
+    assert long_row["name"] == "large" and "k7e6" in long_row["arch"] and 0 <= long_row["scratch_top1"] <= 1
 
 
 def test_bench_training_tiny_sandwich_part(ci_run, tmp_path):
     """The progressive shrinking vs sandwich part, on CI runs standing in for both."""
     run, _ = ci_run
     runs = tmp_path / "runs"
-    for name in ("fmnist-ps", "fmnist-sandwich"):
+    for name in ("fmnist-ps", "fmnist-sandwich", "fmnist-sandwich-17"):
         shutil.copytree(run, runs / name)
     _script("bench_training.py", tmp_path, "--runs", str(runs), "--supernet", str(run), "--only", "sandwich",
             "--images", "200")
     sw = _results(tmp_path, "training")["sandwich"]
-    for key in ("progressive_shrinking", "sandwich"):
+    for key in ("progressive_shrinking", "sandwich", "sandwich17"):
         assert len(sw[key]["archs"]) == 22 and all(0 <= a["top1"] <= 1 for a in sw[key]["archs"])
         assert sw[f"{key}_ledger"]["cpu_s"] > 0
     assert "shipped" not in sw  # a run folder has no eval report

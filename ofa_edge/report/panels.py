@@ -205,24 +205,30 @@ def training(result: dict) -> Panel:
     sw = f.get("sandwich")
     fig, axes = plt.subplots(1, 2 if sw else 1, figsize=(11 if sw else 6.4, 4.2), dpi=110, squeeze=False)
     ax = axes[0][0]
-    x, width = np.arange(len(rows)), 0.38
-    ax.bar(x - width / 2, [100 * r["ofa_top1"] for r in rows], width, label="from the supernet, no retraining",
-           color=COLORS["ofa"])
-    ax.bar(x + width / 2, [100 * r["scratch_top1"] for r in rows], width, label="trained alone, 17 epochs",
-           color=COLORS["scratch"])
-    ax.set_xticks(x, [r["name"] for r in rows])
-    lo = min(100 * min(r["ofa_top1"], r["scratch_top1"]) for r in rows)
-    ax.set_ylim(lo - 2, 100 * max(max(r["ofa_top1"], r["scratch_top1"]) for r in rows) + 1.5)
+    groups = rows + f.get("scratch_long", [])
+    labels = [f"{r['name']}\n(alone {r.get('epochs', 17)} ep)" for r in groups]
+    bars = [("ofa_top1", "from the shipped supernet", COLORS["ofa"]),
+            ("ofa17_top1", "from the 17-epoch supernet", "#9ecae1"),
+            ("scratch_top1", "trained alone", COLORS["scratch"])]
+    bars = [b for b in bars if all(b[0] in r for r in groups)]
+    x, width = np.arange(len(groups)), 0.8 / len(bars)
+    for i, (key, label, color) in enumerate(bars):
+        ax.bar(x + (i - (len(bars) - 1) / 2) * width, [100 * r[key] for r in groups], width, label=label, color=color)
+    ax.set_xticks(x, labels, fontsize=8)
+    values = [100 * r[key] for r in groups for key, _, _ in bars]
+    ax.set_ylim(min(values) - 2, max(values) + 2.5)
     ax.set_ylabel("top-1, test split (%)"), ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("same arch: supernet vs from scratch")
-    table = [["arch", "from the supernet", "from scratch", "scratch CPU-s"]]
-    for r in rows:
-        table.append([r["name"], f"{r['ofa_top1']:.2%}", f"{r['scratch_top1']:.2%}",
-                      f"{r['scratch_ledger']['cpu_s']:.0f}"])
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    ax.set_title("same arch: supernet (no retraining) vs from scratch")
+    table = [["arch", "epochs alone"] + [label for _, label, _ in bars] + ["CPU-s alone"]]
+    for r in groups:
+        table.append([r["name"], str(r.get("epochs", 17))] + [f"{r[key]:.2%}" for key, _, _ in bars]
+                     + [f"{r['scratch_ledger']['cpu_s']:.0f}"])
     if sw:
         ax = axes[0][1]
-        columns = [("progressive shrinking", sw["progressive_shrinking"]), ("sandwich", sw["sandwich"])]
+        columns = [("progressive shrinking", sw["progressive_shrinking"]), ("sandwich, 12 epochs", sw["sandwich"])]
+        if sw.get("sandwich17"):
+            columns.append(("sandwich, 17 epochs", sw["sandwich17"]))
         if sw.get("shipped"):
             columns.append((f"shipped ({sw.get('shipped_recipe', 'default')})", sw["shipped"]))
         for k, (name, res) in enumerate(columns):
@@ -238,5 +244,5 @@ def training(result: dict) -> Panel:
     fig.tight_layout()
     return Panel("training", "Training comparisons", fig,
                  "Each arch uses one kernel, expand and depth in every block; the from-scratch runs use the "
-                 "recipe's optimiser, schedule, augmentation and total epochs.",
+                 "recipes' optimiser, schedule and augmentation, for the epochs shown.",
                  "python benchmarks/bench_training.py --train", table)
