@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,16 @@ def test_eval_report_meets_or_states_the_targets(report):
     assert 0 < test["largest"]["top1"] <= 1 and 0 < test["smallest"]["top1"] <= 1
     assert report["recipe"]["name"] == "fmnist-shipped" and report["ledger"]["wall_s"] > 0
     assert set(report["targets"]) == {"largest", "smallest", "median_random20"}
+
+
+def test_the_shipped_recipe_is_the_one_in_recipes_and_fits_the_budget(report):
+    """The committed recipe file is the one the checkpoint was trained with, and the recorded
+    training plus accuracy-predictor wall time fit the 90-minute budget of [3/7]."""
+    from ofa_edge.train.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "fmnist-shipped.yaml")
+    assert json.loads(recipe.model_dump_json()) == report["recipe"]
+    assert report["ledger"]["wall_s"] + report["accuracy_predictor"]["ledger"]["wall_s"] <= 90 * 60
 
 
 def test_largest_and_smallest_score_as_reported_on_2000_test_images(report, run_cli):
