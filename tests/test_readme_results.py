@@ -30,19 +30,23 @@ def _pct(cell: str) -> float:
 
 
 def test_training_table_matches_training_json():
-    for row in _figures("training")["scratch"]:
-        label = {"small": "small (k3 e3 d2)", "middle": "middle (k5 e4 d3)", "large": "large (k7 e6 d4)"}[row["name"]]
-        ofa, scratch, cpu = _row(label, 3)
-        assert abs(_pct(ofa) - row["ofa_top1"]) < 6e-5 and abs(_pct(scratch) - row["scratch_top1"]) < 6e-5
+    f = _figures("training")
+    labels = {"small": "small (k3 e3 d2)", "middle": "middle (k5 e4 d3)", "large": "large (k7 e6 d4)"}
+    rows = [(labels[r["name"]], r) for r in f["scratch"]] + [(labels[r["name"]] + ", longer", r) for r in f["scratch_long"]]
+    assert len(rows) == 4
+    for label, row in rows:
+        scratch, epochs, cpu, ofa17, shipped = _row(label, 5)
+        assert abs(_pct(scratch) - row["scratch_top1"]) < 6e-5 and int(epochs) == row["epochs"]
         assert int(cpu.replace(",", "")) == round(row["scratch_ledger"]["cpu_s"])
+        assert abs(_pct(ofa17) - row["ofa17_top1"]) < 6e-5 and abs(_pct(shipped) - row["ofa_top1"]) < 6e-5
 
 
 def test_sandwich_table_matches_training_json():
     sw = _figures("training")["sandwich"]
-    columns = [sw["progressive_shrinking"]["archs"], sw["sandwich"]["archs"], sw["shipped"]["archs"]]
+    columns = [sw[k]["archs"] for k in ("progressive_shrinking", "sandwich", "sandwich17", "shipped")]
     for label, pick in (("largest", lambda a: a[0]["top1"]), ("smallest", lambda a: a[1]["top1"]),
                         ("median of 20 random", lambda a: statistics.median(x["top1"] for x in a[2:]))):
-        cells = _row(label, 3)
+        cells = _row(label, 4)
         for cell, archs in zip(cells, columns):
             assert abs(_pct(cell) - pick(archs)) < 6e-5, (label, cell)
 
