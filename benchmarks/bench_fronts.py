@@ -27,12 +27,6 @@ UNIFORM = [(3, 3, 2), (3, 4, 2), (3, 6, 2), (5, 4, 3), (5, 6, 3), (7, 4, 3), (3,
 SCRATCH = {"small": (3, 3, 2), "middle": (5, 4, 3), "large": (7, 6, 4)}
 
 
-def uniform_arch(space, k: int, e: int, d: int, r: int):
-    from ofa_edge.space.arch import Arch
-
-    return Arch(r, tuple(tuple((k, e) for _ in range(d)) for _ in space.preset.stages))
-
-
 def _pick(rows: list[dict], n: int) -> list[dict]:
     """``n`` rows spread evenly over the front's predicted latency."""
     if len(rows) <= n:
@@ -53,11 +47,11 @@ def candidates(spec, supernet: str, runs: Path, n_ofa: int, resolutions: list[in
     for r in resolutions:
         for k, e, d in uniform:
             if k in cov.kernel_choices and e in cov.expand_choices and d in cov.depth_choices:
-                out.append({"set": "uniform", "arch": str(uniform_arch(setup.space, k, e, d, r)), "supernet": supernet})
+                out.append({"set": "uniform", "arch": str(setup.space.uniform(k, e, d, r)), "supernet": supernet})
     for name, (k, e, d) in SCRATCH.items():
         run = Path(runs) / f"scratch-{name}"
         if (run / "supernet.safetensors").is_file():
-            out.append({"set": "scratch", "arch": str(uniform_arch(setup.space, k, e, d, 28)), "supernet": str(run),
+            out.append({"set": "scratch", "arch": str(setup.space.uniform(k, e, d, 28)), "supernet": str(run),
                         "name": name})
     return out
 

@@ -63,10 +63,6 @@ def _run_epochs(run: Path) -> int:
     return sum(p["epochs"] for p in json.loads((run / "recipe.json").read_text())["phases"])
 
 
-def _uniform(space, k: int, e: int, d: int) -> str:
-    return "r28|" + "|".join(",".join(f"k{k}e{e}" for _ in range(d)) for _ in space.preset.stages)
-
-
 def _scratch_row(name: str, run: Path, arch: str, supernets: dict[str, str], images: int | None) -> dict:
     """One arch trained alone (``run``) against the same arch taken from each supernet."""
     row = {"name": name, "arch": arch, "epochs": _run_epochs(run),
@@ -102,7 +98,7 @@ def main(argv=None) -> int:
         else:
             figures["sandwich"] = None
     sw17_run = runs / "fmnist-sandwich-17"  # the sandwich rule for the 17 epochs of the runs alone
-    if args.train and args.only in (None, "scratch"):
+    if args.train:  # both parts use it
         _train(REPO / "recipes" / "fmnist-sandwich-17.yaml", sw17_run, 2)
     supernets = {"ofa_top1": args.supernet}
     if (sw17_run / "run.json").is_file():
@@ -115,19 +111,18 @@ def main(argv=None) -> int:
             if not (run / "run.json").is_file():
                 print(f"skip scratch-{name}: no finished run in {run}")
                 continue
-            figures["scratch"].append(_scratch_row(name, run, _uniform(space, k, e, d), supernets, args.images))
+            figures["scratch"].append(_scratch_row(name, run, str(space.uniform(k, e, d, 28)), supernets, args.images))
         long_run = runs / "scratch-large-34"
         if args.train:
             _train(REPO / "recipes" / "scratch-large-34.yaml", long_run, 2)
         if (long_run / "run.json").is_file():
-            figures["scratch_long"] = [_scratch_row("large", long_run, _uniform(space, *SCRATCH["large"]),
+            figures["scratch_long"] = [_scratch_row("large", long_run, str(space.uniform(*SCRATCH["large"], 28)),
                                                     supernets, args.images)]
     if args.only in (None, "sandwich"):
         ps_run, sw_run = runs / "fmnist-ps", runs / "fmnist-sandwich"
         if args.train:
             _train(REPO / "recipes" / "fmnist-small.yaml", ps_run, 2)
             _train(REPO / "recipes" / "fmnist-sandwich.yaml", sw_run, 2)
-            _train(REPO / "recipes" / "fmnist-sandwich-17.yaml", sw17_run, 2)
         if (ps_run / "run.json").is_file() and (sw_run / "run.json").is_file():
             specs = ["max", "min", "random:20"]
             figures["sandwich"] = {"progressive_shrinking": _eval(str(ps_run), specs, args.images),

@@ -206,7 +206,7 @@ def training(result: dict) -> Panel:
     fig, axes = plt.subplots(1, 2 if sw else 1, figsize=(11 if sw else 6.4, 4.2), dpi=110, squeeze=False)
     ax = axes[0][0]
     groups = rows + f.get("scratch_long", [])
-    labels = [f"{r['name']}\n(alone {r.get('epochs', 17)} ep)" for r in groups]
+    labels = [f"{r['name']}\n(alone {r['epochs']} ep)" for r in groups]
     bars = [("ofa_top1", "from the shipped supernet", COLORS["ofa"]),
             ("ofa17_top1", "from the 17-epoch supernet", "#9ecae1"),
             ("scratch_top1", "trained alone", COLORS["scratch"])]
@@ -222,7 +222,7 @@ def training(result: dict) -> Panel:
     ax.set_title("same arch: supernet (no retraining) vs from scratch")
     table = [["arch", "epochs alone"] + [label for _, label, _ in bars] + ["CPU-s alone"]]
     for r in groups:
-        table.append([r["name"], str(r.get("epochs", 17))] + [f"{r[key]:.2%}" for key, _, _ in bars]
+        table.append([r["name"], str(r["epochs"])] + [f"{r[key]:.2%}" for key, _, _ in bars]
                      + [f"{r['scratch_ledger']['cpu_s']:.0f}"])
     if sw:
         ax = axes[0][1]
