@@ -7,6 +7,10 @@ TDP, e.g. 225 W / 64 cores = 3.5 W plus memory and uncore). Carbon uses
 ``OFA_EDGE_GRID_G_PER_KWH`` (default 400 gCO2e/kWh, about the world average; ``ofa-edge
 --grid-g-per-kwh`` sets it for one command).
 
+When a command runs on GPUs, their energy is read from NVML (``pynvml``, imported only then;
+without it, or without a GPU, there is no GPU figure) and recorded beside the CPU figure as
+``gpu_energy_j``; the carbon estimate counts both.
+
 Every long command (train, predictor fit, bench, search, deploy) prints its line at the end and
 appends its entry to the ledger file, ``$OFA_EDGE_LEDGER`` or ``runs/ledger.jsonl``: one JSON
 object per line, so concurrent commands never interleave half lines. ``totals`` adds it up.
@@ -41,6 +45,24 @@ def _rapl_uj() -> int | None:
     return total if found else None
 
 
+def _nvml_energy_j(gpus: tuple[int, ...]) -> float | None:
+    """Total energy (J) NVML has counted on ``gpus`` since the driver loaded, or None when
+    pynvml is missing, no GPU answers, or the GPU cannot count energy."""
+    if not gpus:
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        total = 0.0
+        for index in gpus:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            total += pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0  # mJ
+        return total
+    except Exception:  # noqa: BLE001 - no pynvml, no driver, no GPU, no energy counter
+        return None
+
+
 @dataclass
 class LedgerEntry:
     command: str
@@ -49,22 +71,36 @@ class LedgerEntry:
     energy_j: float
     energy_source: str
     co2e_g: float
+    gpu_energy_j: float | None = None  # NVML, when the command used GPUs
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The fields; ``gpu_energy_j`` only when a GPU was measured."""
+        out = asdict(self)
+        if out["gpu_energy_j"] is None:
+            del out["gpu_energy_j"]
+        return out
 
     def line(self) -> str:
+        gpu = "" if self.gpu_energy_j is None else f", GPU {self.gpu_energy_j / 3600:.2f} Wh (nvml)"
         return (f"ledger: {self.command}: wall {self.wall_s:.1f} s, CPU {self.cpu_s:.1f} s, "
-                f"energy {self.energy_j / 3600:.2f} Wh ({self.energy_source}), {self.co2e_g:.2f} gCO2e")
+                f"energy {self.energy_j / 3600:.2f} Wh ({self.energy_source}){gpu}, {self.co2e_g:.2f} gCO2e")
 
 
 class Ledger:
     """Start at construction; ``stop()`` returns the entry. ``extra_cpu_s`` adds CPU time of
-    processes this one did not wait for (e.g. other torchrun ranks)."""
+    processes this one did not wait for (e.g. other torchrun ranks). ``gpus``: the CUDA device
+    indices this process uses, whose energy NVML counts."""
 
-    def __init__(self, command: str):
+    def __init__(self, command: str, gpus: tuple[int, ...] | list[int] = ()):
         self.command = command
+        self.gpus = tuple(gpus)
         self.wall0, self.cpu0, self.rapl0 = time.time(), _cpu_seconds(), _rapl_uj()
+        self.gpu0 = _nvml_energy_j(self.gpus)
+
+    def gpu_energy_j(self) -> float | None:
+        """This process's GPUs' energy since the start, or None without NVML."""
+        now = _nvml_energy_j(self.gpus)
+        return None if now is None or self.gpu0 is None else max(0.0, now - self.gpu0)
 
     def cpu_s(self) -> float:
         return _cpu_seconds() - self.cpu0
@@ -75,10 +111,12 @@ class Ledger:
         record(entry, **context)
         return entry
 
-    def stop(self, extra_cpu_s: float = 0.0, extra_wall_s: float = 0.0, extra_energy_j: float = 0.0) -> LedgerEntry:
+    def stop(self, extra_cpu_s: float = 0.0, extra_wall_s: float = 0.0, extra_energy_j: float = 0.0,
+             gpu_energy_j: float | None = None) -> LedgerEntry:
         """The entry so far. ``extra_*`` add what this process did not see: other ranks' CPU
         time (the model counts it; RAPL already measures the whole package) and earlier
-        segments of a resumed run."""
+        segments of a resumed run. ``gpu_energy_j`` replaces this process's own NVML figure
+        (e.g. with the sum over ranks and segments)."""
         wall = time.time() - self.wall0 + extra_wall_s
         own_cpu = _cpu_seconds() - self.cpu0
         cpu = own_cpu + extra_cpu_s
@@ -88,8 +126,9 @@ class Ledger:
         else:
             watts = float(os.environ.get("OFA_EDGE_WATTS_PER_CORE", "5"))
             energy, source = cpu * watts, f"model {watts:g} W/core"
+        gpu = self.gpu_energy_j() if gpu_energy_j is None else gpu_energy_j
         grid = float(os.environ.get("OFA_EDGE_GRID_G_PER_KWH", "400"))
-        return LedgerEntry(self.command, wall, cpu, energy, source, energy / 3.6e6 * grid)
+        return LedgerEntry(self.command, wall, cpu, energy, source, (energy + (gpu or 0.0)) / 3.6e6 * grid, gpu)
 
 
 def machine_info() -> dict:
@@ -151,5 +190,7 @@ def totals(entries: list[dict]) -> dict:
                                                                 | {"commands": 0})):
             for key in TOTAL_KEYS:
                 bucket[key] += float(e[key])
+            if e.get("gpu_energy_j") is not None:
+                bucket["gpu_energy_j"] = bucket.get("gpu_energy_j", 0.0) + float(e["gpu_energy_j"])
             bucket["commands"] += 1
     return out

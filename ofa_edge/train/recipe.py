@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ofa_edge.errors import OfaEdgeError
 
@@ -47,7 +47,8 @@ class Recipe(_Strict):
     name: str
     space: str
     dataset: str = "fashion-mnist"
-    val_size: int = Field(default=5000, ge=1)
+    # val images carved out of train: a count, or a fraction of train in (0, 1)
+    val_size: Union[int, float] = 5000
     train_subset: Optional[int] = Field(default=None, ge=1)  # for tests: only the first N train images
     seed: int = 0
     batch_size: int = Field(default=256, ge=1)               # per process
@@ -62,6 +63,15 @@ class Recipe(_Strict):
     threads: int = Field(default=1, ge=1)
     augment: Augment = Augment()
     phases: list[Phase] = Field(min_length=1)
+
+    @field_validator("val_size")
+    @classmethod
+    def _count_or_fraction(cls, v: int | float) -> int | float:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"a count of val images must be >= 1, got {v}")
+        if isinstance(v, float) and not 0 < v < 1:
+            raise ValueError(f"a fraction of train must be in (0, 1), got {v}; a count is an integer")
+        return v
 
     @property
     def total_epochs(self) -> int:
