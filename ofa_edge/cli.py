@@ -122,7 +122,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ofa_edge.evaluate import run_eval
 
-    result = run_eval(args.supernet, args.arch or ["max"], args.split, args.images, args.seed, args.resolution)
+    result = run_eval(args.supernet, args.arch or ["max"], args.split, args.images, args.seed, args.resolution,
+                      data=args.data, device=args.device, log=None if args.json else print)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -136,7 +137,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predictor(args: argparse.Namespace) -> int:
     from ofa_edge.predictors.fit import fit_predictor
 
-    report = fit_predictor(args.supernet, args.samples, args.holdout, args.workers, args.out, args.seed)
+    report = fit_predictor(args.supernet, args.samples, args.holdout, args.workers, args.out, args.seed,
+                           data=args.data, device=args.device)
     h = report["holdout"]
     print(f"accuracy predictor: {report['predictor']}; held-out {h['n']} subnets: RMSE {h['rmse'] * 100:.3f} "
           f"points, Kendall tau {h['kendall_tau']:.3f}")
@@ -162,7 +164,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     spec = load_spec(resolve_spec_path(args.spec))
     options = BenchOptions(quick=args.quick, subnets=args.subnets, resolutions=args.resolution,
-                           kernels=args.kernels, expands=args.expands, supernet=args.supernet,
+                           kernels=args.kernels, expands=args.expands, supernet=args.supernet, data=args.data,
                            out=Path(args.out), cache=Path(args.cache) if args.cache else None, seed=args.seed,
                            break_lock=args.break_lock, progress=not args.no_progress and sys.stderr.isatty())
     result = run_bench(spec, options)
@@ -220,12 +222,22 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     result = deploy(spec, DeployOptions(supernet=args.supernet, runs=Path(args.runs), out=Path(args.out),
                                         latency_ms=args.latency_ms, sram_kb=args.sram_kb, flash_kb=args.flash_kb,
                                         arch=args.arch, eval_images=args.eval_images, no_bench=args.no_bench,
-                                        drop_warn=args.drop_warn, drop_fail=args.drop_fail))
+                                        drop_warn=args.drop_warn, drop_fail=args.drop_fail, data=args.data,
+                                        device=args.device))
     if result.passed:
         return 0
     failed = [c["name"] for c in result.manifest["verification"]["checks"] if not c["passed"] and c["level"] == "fail"]
     print(f"ofa-edge: verification failed: {'; '.join(failed)} (see {result.bundle / 'report.md'})", file=sys.stderr)
     return 1
+
+
+def _data_flags(p: argparse.ArgumentParser, device_for: str = "scoring") -> None:
+    """--data and --device, shared by every command that reads images."""
+    p.add_argument("--data", metavar="PATH",
+                   help="the images to use instead of the supernet's recorded dataset: the same images at another "
+                        "path, or your own held-out set (labels are matched by class name)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help=f"where {device_for} runs, always in fp32 (auto: CUDA when available)")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -303,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resolution", type=int, help="evaluate every arch at this resolution")
     e.add_argument("--seed", type=int, default=0, help="seed for random:N")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_flags(e)
     e.set_defaults(func=_cmd_eval)
 
     pr = _sub(sub, "predictor", "fit the accuracy predictor on subnets scored on val",
@@ -314,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--workers", type=int, default=2, help="scoring processes (1 thread each)")
     pr.add_argument("--out", help="folder for the predictor (default: the supernet's folder)")
     pr.add_argument("--seed", type=int, default=0)
+    _data_flags(pr)
     pr.set_defaults(func=_cmd_predictor)
 
     dv = _sub(sub, "devices", "check that a device is reachable and ready",
@@ -341,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the random whole subnets")
     b.add_argument("--break-lock", action="store_true", help="take the device's bench lock even if held")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--data", metavar="PATH", help="int8-calibration images instead of those stored with the "
+                                                  "supernet's run (or its recorded dataset)")
     b.set_defaults(func=_cmd_bench)
 
     se = _sub(sub, "search", "find the most accurate subnet within the device's budgets",
@@ -374,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--no-bench", action="store_true", help="stop instead of benching when there is no predictor")
     dp.add_argument("--eval-images", type=int, default=2000, help="test images evaluated on the device")
     dp.add_argument("--out", default="bundles", help="bundles go to OUT/<spec name>/ (default bundles)")
+    _data_flags(dp, "BN recalibration")
     dp.set_defaults(func=_cmd_deploy)
 
     r = _sub(sub, "report", "run the benchmarks and write the dashboard (benchmarks/dashboard/index.html)",

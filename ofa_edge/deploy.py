@@ -57,6 +57,8 @@ class DeployOptions:
     drop_fail: float = 0.02
     latency_warn: float = 0.10
     cache: Path | None = None
+    data: str | None = None      # the images to verify on: default the supernet's recorded dataset
+    device: str = "auto"         # where BN recalibration runs (fp32 on every device)
     log: Callable[[str], None] = print
     after_push: Callable[[object, str], None] | None = None  # (transport, remote model path): tests
 
@@ -85,9 +87,9 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     import torch
 
     from converters import format_for
-    from ofa_edge.data import load_dataset, make_splits
     from ofa_edge.devices.bench import BenchOptions, run_bench
-    from ofa_edge.evaluate import calibration_indices, recalibrate
+    from ofa_edge.evaluate import open_supernet_data, recalibrate
+    from ofa_edge.train.device import resolve_device
     from ofa_edge.ledger import Ledger
     from ofa_edge.search.evolution import SearchSettings
     from ofa_edge.search.objective import report_row
@@ -129,18 +131,20 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     row = report_row(setup.objective, arch)
 
     # 3-4. extract, recalibrate BN
-    ds = load_dataset("fashion-mnist")
-    splits = make_splits(ds, val_size=5000, seed=0)
-    calib = splits.train_x[calibration_indices(len(splits.train_x), o.bn_images, 0)]
+    data, calibration = open_supernet_data(o.supernet, o.data)
+    calib = calibration.bn_images(o.bn_images)
     sub = net.extract(arch).eval()
     log(f"3/10 extract: plain network, {sum(p.numel() for p in sub.parameters()):,} parameters")
-    sub = recalibrate(sub, torch.from_numpy(np.ascontiguousarray(calib)), arch.resolution).eval()
-    log(f"4/10 recalibrate BN: {len(calib):,} training images")
+    device = resolve_device(o.device)
+    sub = recalibrate(sub, torch.from_numpy(np.ascontiguousarray(calib)), arch.resolution, device=device)
+    sub = sub.cpu().eval()  # conversion and the host checks run on the CPU
+    log(f"4/10 recalibrate BN: {len(calib):,} training images on {device}; verifying on {data.note}")
 
     # 5. convert (everything is written into a hidden staging folder, renamed at the end)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=_ensure(Path(o.out))))
     try:
-        return _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, setup.objective.budgets)
+        return _finish(spec, o, net, ckpt, arch, row, sub, data, calibration.quant_x, staging, fmt, ledger,
+                       setup.objective.budgets)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise
@@ -182,7 +186,7 @@ def _host_checks(fmt, o: DeployOptions, model_path: Path, torch_logits: np.ndarr
                    note="warning: above %.3f" % o.drop_warn if drop > o.drop_warn else "")]
 
 
-def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, budgets) -> DeployResult:
+def _finish(spec, o, net, ckpt, arch, row, sub, data, quant_x, staging, fmt, ledger, budgets) -> DeployResult:
     """Steps 5-10, writing into ``staging``."""
     import torch
 
@@ -192,22 +196,22 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, bu
 
     log, r = o.log, arch.resolution
     model_path = staging / f"model{fmt.suffix}"
-    quant_images = to_model_input(splits.train_x[:200], r).contiguous().numpy()
+    quant_images = to_model_input(quant_x, r).contiguous().numpy()
     t0 = time.perf_counter()
     conversion = convert_module(sub, (1, 3, r, r), fmt, model_path, quant_images, spec.runtime.max_opset)
     extra = f" + C array {', '.join(conversion['c_array'])}" if conversion.get("c_array") else ""
     log(f"5/10 convert: {fmt.name} ({model_path.stat().st_size:,} bytes{extra}, {time.perf_counter() - t0:.1f} s)")
 
     # 6. host checks: the converted file on the host's reference interpreter against torch fp32
-    test_x, test_y = splits.test_x[:o.eval_images], splits.test_y[:o.eval_images]
+    test_x, test_y = data.test_x[:o.eval_images], data.test_y[:o.eval_images]
     images = (to_model_input(test_x, r).permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-    data = Path(tempfile.mkdtemp(prefix="ofa-edge-deploy-")) / "test_images.npz"
-    np.savez(data, x=images, y=test_y)
+    test_file = Path(tempfile.mkdtemp(prefix="ofa-edge-deploy-")) / "test_images.npz"
+    np.savez(test_file, x=images, y=test_y)
     torch_logits = _torch_outputs(sub, images, r)
     host_fp32 = float(np.mean(torch_logits.argmax(1) == test_y))
     # TFLite Micro implements TFLite's reference kernels: an MCU's host reference runs those
     kernels = ["--kernels", "reference"] if fmt.runtime == "tflite-micro" else []
-    host = run_local("eval", "--model", str(model_path), "--data", str(data), "--batch", "1",
+    host = run_local("eval", "--model", str(model_path), "--data", str(test_file), "--batch", "1",
                      "--logits", str(PARITY_IMAGES), *kernels)
     checks = _host_checks(fmt, o, model_path, torch_logits, test_y, host)
     log(f"6/10 host: torch fp32 top-1 {host_fp32:.2%}, {fmt.name} on the host reference {host['top1']:.2%}; "
@@ -215,16 +219,18 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, bu
 
     try:
         if spec.connection.transport == "none":
-            found = _on_micro(spec, o, model_path, staging, data, host, row, budgets)
+            found = _on_micro(spec, o, model_path, staging, test_file, host, row, budgets)
         else:
-            found = _on_device(spec, o, fmt, model_path, data, host, row)
+            found = _on_device(spec, o, fmt, model_path, test_file, host, row)
     finally:
-        shutil.rmtree(data.parent, ignore_errors=True)
+        shutil.rmtree(test_file.parent, ignore_errors=True)
     checks = found.pop("checks_first") + checks + found.pop("checks")
     passed = all(c["passed"] for c in checks if c["level"] == "fail")
 
     # 10. bundle
-    inp = host.get("input") or {}
+    from ofa_edge.data.record import input_contract
+
+    inp, rec = host.get("input") or {}, data.record
     converted_key = "host_int8" if fmt.precision == "int8" else f"host_{fmt.precision}"
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION, "spec": spec.name, "device": found["device"],
@@ -232,13 +238,14 @@ def _finish(spec, o, net, ckpt, arch, row, sub, splits, staging, fmt, ledger, bu
         "arch": str(arch), "costs": net.costs(arch).to_json(), "format": fmt.name, "conversion": conversion,
         "accuracy": {"host_fp32": host_fp32, converted_key: host["top1"], "device": found["device_top1"],
                      "device_runtime": found["device_runtime"], "images": len(images), "split": "test"},
+        "dataset": {"kind": rec.kind, "ref": rec.ref, "fingerprint": rec.fingerprint, "classes": list(rec.classes),
+                    "scored": data.source, "recorded": data.matches, "note": data.note},
         "agreement": found["agreement"],
         "latency_ms": {"predicted": row["predicted"]["latency_ms"], "statistic": found["statistic"],
                        "source": found["latency_source"], "measured": found["measured"]},
-        "input": {"resolution": r, "layout": host.get("layout"), "dtype": inp.get("dtype"),
-                  "mean": list(net.input_mean), "std": list(net.input_std), "scale": inp.get("scale"),
+        "input": {"resolution": r, "layout": host.get("layout"), "dtype": inp.get("dtype"), "scale": inp.get("scale"),
                   "zero_point": inp.get("zero_point"),
-                  "note": "RGB (gray repeated) scaled to [0, 1]; the normalisation is inside the model"},
+                  **input_contract(rec.channels, net.input_mean, net.input_std)},
         "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(staging.iterdir())],
         "versions": {"ofa-edge": _version("ofa-edge"), "converter": converter_version(),
                      "runtime_on_device": found["device_runtime"], "torch": torch.__version__},

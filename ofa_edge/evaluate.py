@@ -11,6 +11,7 @@ import torch
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.bn import recalibrate_bn
 from ofa_edge.space.supernet import OFASupernet
+from ofa_edge.data.record import calibration_indices  # noqa: F401 - re-exported
 from ofa_edge.data.tensors import to_model_input
 
 
@@ -28,36 +29,76 @@ class EvalData:
                    torch.from_numpy(np.asarray(y, dtype=np.int64)))
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, resolution: int, batch: int = 500) -> float:
-    """Top-1 of ``model`` on uint8 NHWC images ``x``; a fraction in [0, 1]."""
+    """Top-1 of ``model`` on uint8 NHWC images ``x``, in fp32 on the model's device; in [0, 1]."""
     model.eval()
+    device = _device_of(model)
     correct = 0
     for i in range(0, len(x), batch):
-        logits = model(to_model_input(x[i:i + batch], resolution))
-        correct += int((logits.argmax(1) == y[i:i + batch]).sum())
+        logits = model(to_model_input(x[i:i + batch], resolution).to(device, non_blocking=True))
+        correct += int((logits.argmax(1).cpu() == y[i:i + batch]).sum())
     return correct / max(1, len(x))
 
 
-def recalibrate(sub: torch.nn.Module, calib_x: torch.Tensor, resolution: int, batch: int = 500) -> torch.nn.Module:
-    """Re-estimate the BN statistics of an extracted subnet on uint8 NHWC images ``calib_x``."""
+def recalibrate(sub: torch.nn.Module, calib_x: torch.Tensor, resolution: int, batch: int = 500,
+                device: torch.device | str | None = None) -> torch.nn.Module:
+    """Re-estimate the BN statistics of an extracted subnet on uint8 NHWC images ``calib_x``, in
+    fp32 on ``device`` (default: where the subnet is)."""
+    if device is not None:
+        sub = sub.to(device)
+    device = _device_of(sub)
     sub = sub.to(memory_format=torch.channels_last)
-    recalibrate_bn(sub, (to_model_input(calib_x[i:i + batch], resolution) for i in range(0, len(calib_x), batch)))
+    recalibrate_bn(sub, (to_model_input(calib_x[i:i + batch], resolution).to(device, non_blocking=True)
+                         for i in range(0, len(calib_x), batch)))
     return sub
 
 
 def calibrated_subnet(net: OFASupernet, arch: Arch, calib_x: torch.Tensor, batch: int = 500) -> torch.nn.Module:
-    """The plain subnet for ``arch`` with BN statistics re-estimated on ``calib_x``."""
-    return recalibrate(net.extract(arch), calib_x, arch.resolution, batch)
+    """The plain subnet for ``arch`` (on the supernet's device) with BN statistics re-estimated on
+    ``calib_x``."""
+    return recalibrate(net.extract(arch).to(_device_of(net)), calib_x, arch.resolution, batch)
 
 
 def evaluate_arch(net: OFASupernet, arch: Arch, data: EvalData) -> float:
     return top1(calibrated_subnet(net, arch, data.calib_x), data.x, data.y, arch.resolution)
 
 
-def calibration_indices(n_train: int, n: int, seed: int = 0) -> np.ndarray:
-    """A fixed, seeded choice of ``n`` training images for BN recalibration."""
-    return np.sort(np.random.default_rng(seed + 12345).permutation(n_train)[:n])
+def supernet_record(supernet: str):
+    """The dataset record in a supernet's checkpoint header (the documented default without one)."""
+    from ofa_edge.data.record import LEGACY_RECORD, record_from_header
+    from ofa_edge.space.checkpoint import checkpoint_file, read_header
+    from ofa_edge.space.presets import PRESETS
+
+    if str(supernet) in PRESETS or str(supernet).endswith((".pth", ".pt", ".tar")):
+        return LEGACY_RECORD  # an untrained preset or a reference checkpoint records no dataset
+    return record_from_header(read_header(checkpoint_file(supernet)))
+
+
+def open_supernet_data(supernet: str, data: str | None = None, log=None):
+    """(RecordData, Calibration) for a supernet: its recorded images (or ``data``), and the BN/int8
+    calibration images stored with the run (or taken from the recorded training split)."""
+    from ofa_edge.data.record import Calibration, load_calibration, open_record_data
+    from ofa_edge.space.checkpoint import supernet_dir
+
+    record = supernet_record(supernet)
+    rd = open_record_data(record, data, log=log)
+    stored = None if record.legacy else load_calibration(supernet_dir(supernet))
+    return rd, stored if stored is not None else Calibration.from_data(rd)
+
+
+def stored_calibration(supernet: str, data: str | None = None, log=None):
+    """The calibration images of a supernet without loading the dataset when the run stored them."""
+    from ofa_edge.data.record import load_calibration
+    from ofa_edge.space.checkpoint import supernet_dir
+
+    record = supernet_record(supernet)
+    stored = None if record.legacy else load_calibration(supernet_dir(supernet))
+    return stored if stored is not None else open_supernet_data(supernet, data, log)[1]
 
 
 def parse_arch_specs(space, specs: list[str], seed: int = 0, resolutions: list[int] | None = None) -> list[Arch]:
@@ -84,17 +125,20 @@ def parse_arch_specs(space, specs: list[str], seed: int = 0, resolutions: list[i
 
 
 def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: int | None = None,
-             seed: int = 0, resolution: int | None = None, calib_images: int = 2000, val_size: int = 5000) -> dict:
-    """Top-1 of each arch on a split, BN recalibrated per subnet. Test-split runs are logged."""
+             seed: int = 0, resolution: int | None = None, calib_images: int = 2000, data: str | None = None,
+             device: str = "auto", log=None) -> dict:
+    """Top-1 of each arch on a split of the supernet's recorded dataset (or ``data``), BN
+    recalibrated per subnet, in fp32 on ``device``. Test-split runs are logged."""
     import datetime as dt
     import json
     import statistics
 
-    from ofa_edge.data import load_dataset, make_splits
     from ofa_edge.space.checkpoint import DEFAULT_DIR, load_supernet, read_header, supernet_dir
+    from ofa_edge.train.device import resolve_device
 
     torch.set_num_threads(int(os.environ.get("OFA_EDGE_THREADS", "1")))
-    net = load_supernet(supernet)
+    dev = resolve_device(device)
+    net = load_supernet(supernet).to(dev)
     try:
         trained = read_header(supernet).get("trained_resolutions")
     except Exception:  # noqa: BLE001 - a preset has no header
@@ -103,16 +147,16 @@ def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: i
     archs = parse_arch_specs(net.space, arch_specs, seed, resolutions)
     if resolution:
         archs = [Arch(resolution, a.stages) for a in archs]
-    ds = load_dataset("fashion-mnist")
-    splits = make_splits(ds, val_size=val_size, seed=0)
-    x, y = (splits.val_x, splits.val_y) if split == "val" else (splits.test_x, splits.test_y)
+    rd, calib = open_supernet_data(supernet, data, log=log)
+    x, y = rd.split(split)
     if images:
         x, y = x[:images], y[:images]
-    calib = calibration_indices(len(splits.train_x), calib_images, 0)
-    data = EvalData.from_arrays(splits.train_x[calib], x, y)
-    rows = [{"arch": str(a), "top1": evaluate_arch(net, net.space.validate(a), data)} for a in archs]
+    data_ = EvalData.from_arrays(calib.bn_images(calib_images), x, y)
+    rows = [{"arch": str(a), "top1": evaluate_arch(net, net.space.validate(a), data_)} for a in archs]
     result = {"supernet": str(supernet), "space": net.space.id, "split": split, "images": len(x),
-              "bn_calibration_images": calib_images, "archs": rows,
+              "dataset": {"source": rd.source, "recorded": rd.matches, "note": rd.note,
+                          "fingerprint": rd.record.fingerprint, "classes": list(rd.record.classes)},
+              "device": str(dev), "bn_calibration_images": len(data_.calib_x), "archs": rows,
               "median_top1": statistics.median(r["top1"] for r in rows)}
     if split == "test":
         record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result}

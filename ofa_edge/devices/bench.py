@@ -58,6 +58,7 @@ class BenchOptions:
     kernels: list[int] | None = None     # restrict the coverage (default: all of the space)
     expands: list[int] | None = None
     supernet: str = "default"
+    data: str | None = None              # int8-calibration images instead of the supernet's (--data)
     out: Path = Path("runs")
     cache: Path | None = None
     seed: int = 0
@@ -370,7 +371,8 @@ class Bench:
             arch = self.space.parse(item["arch"])
             name, shape = "subnet-" + item["arch"], (1, 3, arch.resolution, arch.resolution)
             build = lambda: self.net.extract(arch).eval()  # noqa: E731
-            calibration = lambda: _image_calibration(arch.resolution)  # noqa: E731
+            calibration = lambda: _image_calibration(
+                str(self.options.supernet), self.options.data, arch.resolution)  # noqa: E731
 
         def make(path: Path) -> None:
             convert_module(build(), shape, self.fmt, path, calibration(), self.spec.runtime.max_opset)
@@ -482,24 +484,25 @@ def _block_calibration(key: BlockKey, shape: tuple[int, ...]):
     return rng.normal(0, 1, n).astype(np.float32)
 
 
-@lru_cache(maxsize=1)
-def _train_images():
-    """The first 32 training images (uint8 NHWC), or None when the dataset is not installed."""
-    try:
-        from ofa_edge.data import load_fashion_mnist
+@lru_cache(maxsize=4)
+def _train_images(supernet: str, data: str | None = None):
+    """32 training images (uint8 NHWC) of the supernet's dataset, from the calibration images its run
+    stored (or its recorded dataset); None when neither is available."""
+    from ofa_edge.evaluate import stored_calibration
 
-        return load_fashion_mnist().train_x[:32]
+    try:
+        return stored_calibration(supernet, data).quant_x[:32]
     except OfaEdgeError:
         return None
 
 
 @lru_cache(maxsize=None)
-def _image_calibration(resolution: int):
+def _image_calibration(supernet: str, data: str | None, resolution: int):
     """32 training images at ``resolution`` (NCHW, [0, 1]) for int8 calibration; random images
-    when the dataset is not installed (the latency does not depend on them)."""
+    when the dataset is not available (the latency does not depend on them)."""
     import numpy as np
 
-    images = _train_images()
+    images = _train_images(supernet, data)
     if images is None:
         return np.random.RandomState(0).uniform(0, 1, (32, 3, resolution, resolution)).astype(np.float32)
     from ofa_edge.data.tensors import to_model_input

@@ -38,19 +38,32 @@ def choose_archs(space: SearchSpace, n_train: int, n_holdout: int, resolutions: 
     return train, holdout
 
 
-def _init(supernet: str, val_size: int, calib_images: int, seed: int) -> None:
+def worker_devices(device: str, workers: int) -> list[str]:
+    """One device per worker: the visible GPUs in turn on CUDA, the CPU otherwise."""
+    import torch
+
+    from ofa_edge.train.device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return ["cpu"] * workers
+    if dev.index is not None:
+        return [str(dev)] * workers
+    return [f"cuda:{i % torch.cuda.device_count()}" for i in range(workers)]
+
+
+def _init(supernet: str, data: str | None, calib_images: int, devices) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from ofa_edge.data import load_dataset, make_splits
-    from ofa_edge.evaluate import EvalData, calibration_indices
+    from ofa_edge.evaluate import EvalData, open_supernet_data
     from ofa_edge.space.checkpoint import load_supernet
 
-    net = load_supernet(supernet)
-    ds = load_dataset("fashion-mnist")
-    splits = make_splits(ds, val_size=val_size, seed=seed)
-    calib = calibration_indices(len(splits.train_x), calib_images, seed)
-    _WORKER.update(net=net, data=EvalData.from_arrays(splits.train_x[calib], splits.val_x, splits.val_y))
+    worker = mp.current_process()._identity  # (1,), (2,) ... in a Pool; () in the main process
+    device = devices[(worker[0] - 1) % len(devices)] if worker else devices[0]
+    net = load_supernet(supernet).to(device)
+    rd, calib = open_supernet_data(supernet, data)
+    _WORKER.update(net=net, data=EvalData.from_arrays(calib.bn_images(calib_images), rd.val_x, rd.val_y))
 
 
 def _score(text: str) -> tuple[str, float]:
@@ -60,9 +73,11 @@ def _score(text: str) -> tuple[str, float]:
     return text, evaluate_arch(net, net.space.parse(text), _WORKER["data"])
 
 
-def measure(supernet: str, archs: list[Arch], out: Path, workers: int = 2, val_size: int = 5000,
-            calib_images: int = 2000, seed: int = 0, progress: bool = True) -> dict[str, float]:
-    """Scores for ``archs`` (cached ones are read from ``out``, new ones appended to it)."""
+def measure(supernet: str, archs: list[Arch], out: Path, workers: int = 2, data: str | None = None,
+            calib_images: int = 2000, device: str = "auto", progress: bool = True) -> dict[str, float]:
+    """Val top-1 of ``archs`` on the supernet's recorded dataset (or ``data``), fp32, spread over
+    ``workers`` processes and the visible GPUs (cached scores are read from ``out``, new ones
+    appended to it)."""
     done: dict[str, float] = {}
     if out.exists():
         for line in out.read_text().splitlines():
@@ -81,7 +96,7 @@ def measure(supernet: str, archs: list[Arch], out: Path, workers: int = 2, val_s
             bar.start()
             task = bar.add_task("scoring subnets on val", total=len(archs), completed=len(archs) - len(todo))
         try:
-            with ctx.Pool(workers, initializer=_init, initargs=(supernet, val_size, calib_images, seed)) as pool, \
+            with ctx.Pool(workers, initializer=_init, initargs=(supernet, data, calib_images, worker_devices(device, workers))) as pool, \
                     open(out, "a") as f:
                 for text, acc in pool.imap_unordered(_score, todo):
                     done[text] = acc

@@ -17,20 +17,30 @@ HOLDOUT_NAME = "accuracy_holdout.jsonl"
 
 
 def fit_predictor(supernet: str, samples: int = 1000, holdout: int = 200, workers: int = 2,
-                  out: str | None = None, seed: int = 0, progress: bool = True) -> dict:
+                  out: str | None = None, seed: int = 0, progress: bool = True, data: str | None = None,
+                  device: str = "auto") -> dict:
+    """Score subnets on the val split of the supernet's recorded dataset (or ``data``), fit the
+    accuracy predictor on them and report its held-out error."""
+    from ofa_edge.evaluate import open_supernet_data
+
     ledger = Ledger("predictor fit")
+    rd, calib = open_supernet_data(supernet, data, log=print)
     folder = Path(out) if out else supernet_dir(supernet)
     net = load_supernet(supernet)
     resolutions = read_header(supernet).get("trained_resolutions") or list(net.space.preset.resolutions)
     train_archs, holdout_archs = choose_archs(net.space, samples, holdout, resolutions, seed)
-    scores = measure(supernet, train_archs + holdout_archs, folder / DATA_NAME, workers=workers, progress=progress)
+    scores = measure(supernet, train_archs + holdout_archs, folder / DATA_NAME, workers=workers, data=data,
+                     calib_images=2000, device=device, progress=progress)
     y_train = np.array([scores[str(a)] for a in train_archs])
     y_hold = np.array([scores[str(a)] for a in holdout_archs])
     predictor = fit(net.space, train_archs, y_train, seed=seed)
     entry = ledger.stop()
     predictor.report = {"train": score(predictor, net.space, train_archs, y_train),
                         "holdout": score(predictor, net.space, holdout_archs, y_hold),
-                        "resolutions": resolutions, "val_images": 5000, "bn_calibration_images": 2000,
+                        "resolutions": resolutions, "val_images": len(rd.val_y),
+                        "bn_calibration_images": len(calib.bn_images(2000)),
+                        "dataset": {"source": rd.source, "recorded": rd.matches,
+                                    "fingerprint": rd.record.fingerprint},
                         "ledger": entry.to_json()}
     path = predictor.save(folder / PREDICTOR_NAME)
     with open(folder / HOLDOUT_NAME, "w") as f:
@@ -39,3 +49,4 @@ def fit_predictor(supernet: str, samples: int = 1000, holdout: int = 200, worker
     print(entry.line())
     record(entry, supernet=str(supernet), samples=samples)
     return {"predictor": str(path), **predictor.report}
+
