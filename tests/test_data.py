@@ -26,6 +26,12 @@ from ofa_edge.data import (
 from conftest import require
 from ofa_edge.errors import DataError
 
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory, monkeypatch) -> None:
+    """Decoded image folders go to a temporary cache, never ~/.cache."""
+    monkeypatch.setenv("OFA_EDGE_DATA_CACHE", str(tmp_path_factory.mktemp("data-cache")))
+
+
 @pytest.fixture(scope="module")
 def fmnist() -> Dataset:
     """The real Fashion-MNIST; a missing dataset skips, and fails under CI (conftest.require)."""
@@ -231,8 +237,13 @@ def test_image_folder_rgb_and_train_test_layout(tmp_path) -> None:
     assert ds.image_shape == (4, 4, 3) and len(ds.train_y) == 4 and len(ds.test_y) == 4
     assert ds.classes == ("a", "b")
     (tmp_path / "test" / "b").rename(tmp_path / "test" / "c")
-    with pytest.raises(DataError, match="same class folders"):
+    with pytest.raises(DataError, match="class folder 'c' that .*train lacks"):
         load_image_folder(tmp_path)
+    (tmp_path / "test" / "c").rename(tmp_path / "test" / "a2")
+    (tmp_path / "test" / "a2").rename(tmp_path / "test" / "b")
+    (tmp_path / "test" / "a").rename(tmp_path / "test_a_gone")  # test/ may lack a class
+    ds = load_image_folder(tmp_path)
+    assert len(ds.test_y) == 2 and set(ds.test_y.tolist()) == {1} and ds.test_from == "test/"
 
 
 def test_image_folder_mixed_sizes(tmp_path) -> None:
@@ -255,6 +266,9 @@ def test_image_folder_errors(tmp_path) -> None:
     with pytest.raises(DataError, match="no images"):
         load_image_folder(tmp_path)
     (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="only one class"):
+        load_image_folder(tmp_path)
+    _png(tmp_path / "b" / "0.png")
     with pytest.raises(DataError, match="broken.png"):
         load_image_folder(tmp_path)
 

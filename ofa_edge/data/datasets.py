@@ -1,23 +1,29 @@
-"""Dataset loaders: Fashion-MNIST (IDX), image folders (Pillow) and .npz archives.
+"""Dataset loaders: Fashion-MNIST (IDX), .npz archives, and dispatch to image folders.
 
 Every loader returns a :class:`Dataset` with uint8 NHWC images and int64 labels, and
 raises :class:`~ofa_edge.errors.DataError` (one line: what is wrong, how to fix it) for
 bad input. When a source has no test part, a deterministic stratified 1/6 of it is held
 out as test (:data:`TEST_HOLDOUT_FRACTION`, seed :data:`TEST_HOLDOUT_SEED`), so the same
-files always give the same train/test split.
+files always give the same train/test split. Image folders live in :mod:`ofa_edge.data.folder`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Iterable
 
 import numpy as np
 
+from ofa_edge.data.base import (  # noqa: F401 - re-exported (older imports use this module)
+    CARVED, TEST_HOLDOUT_FRACTION, TEST_HOLDOUT_SEED, Dataset, DatasetNotFound, array_preprocess, describe,
+    holdout_test, labels_fingerprint,
+)
+from ofa_edge.data.decode import GRAY_MODES, pil  # noqa: F401 - re-exported
+from ofa_edge.data.folder import IMAGE_SUFFIXES, load_image_folder  # noqa: F401 - re-exported
 from ofa_edge.data.idx import read_idx
-from ofa_edge.data.splits import Splits, train_val_split
 from ofa_edge.errors import DataError
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
@@ -28,118 +34,8 @@ DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_ENV = "OFA_EDGE_FMNIST_DIR"
 FMNIST_PACKAGE = "dataset-fashion-mnist"
 FMNIST_ALIASES = frozenset({"fashion-mnist", "fmnist", "fashion_mnist"})
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
-TEST_HOLDOUT_FRACTION = 1 / 6
-TEST_HOLDOUT_SEED = 0
-
-
-class DatasetNotFound(DataError):
-    """The dataset's files are not where we looked."""
-
-
-def _check_images(x: np.ndarray, what: str) -> None:
-    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.dtype != np.uint8 or x.shape[-1] not in (1, 3):
-        shape = getattr(x, "shape", None)
-        raise DataError(f"{what} must be uint8 NHWC with 1 or 3 channels, got shape {shape} dtype {getattr(x, 'dtype', None)}.")
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """Images (uint8 NHWC) and int64 labels for a train and a test part."""
-
-    name: str
-    classes: tuple[str, ...]
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    source: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-        if not self.classes:
-            raise DataError(f"dataset {self.name} has no classes.")
-        for part in ("train", "test"):
-            x, y = getattr(self, f"{part}_x"), np.asarray(getattr(self, f"{part}_y"))
-            _check_images(x, f"{self.name} {part} images")
-            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-                raise DataError(f"{self.name} {part} labels must be 1-D integers, got shape {y.shape} dtype {y.dtype}.")
-            if len(y) != len(x):
-                raise DataError(f"{self.name} {part} has {len(x)} images but {len(y)} labels; they must match.")
-            if y.size and (y.min() < 0 or y.max() >= len(self.classes)):
-                raise DataError(f"{self.name} {part} labels must lie in [0, {len(self.classes)}), found {y.min()}..{y.max()}.")
-            object.__setattr__(self, f"{part}_y", y.astype(np.int64, copy=False))
-        if self.train_x.shape[1:] != self.test_x.shape[1:]:
-            raise DataError(
-                f"{self.name} train images are {self.train_x.shape[1:]} but test images are "
-                f"{self.test_x.shape[1:]}; both must have the same H, W, C."
-            )
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image."""
-        h, w, c = self.train_x.shape[1:]
-        return int(h), int(w), int(c)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def class_counts(self, part: str = "train") -> list[int]:
-        """Samples per class in ``part`` ('train' or 'test')."""
-        y = getattr(self, f"{part}_y")
-        return [int(n) for n in np.bincount(y, minlength=self.num_classes)]
-
-    def info(self) -> dict[str, Any]:
-        """A JSON-able summary."""
-        return {
-            "name": self.name,
-            "source": self.source,
-            "classes": list(self.classes),
-            "image_shape": list(self.image_shape),
-            "dtype": str(self.train_x.dtype),
-            "counts": {"train": len(self.train_y), "test": len(self.test_y)},
-            "per_class": {
-                part: dict(zip(self.classes, self.class_counts(part))) for part in ("train", "test")
-            },
-        }
-
-
-def describe(ds: Dataset, splits: Splits | None = None) -> dict[str, Any]:
-    """JSON-able summary for ``ofa-edge data info``: counts per split, shape, classes, source.
-
-    Without ``splits`` the val count is 0 and train is the dataset's whole train part.
-    """
-    train_y = splits.train_y if splits is not None else ds.train_y
-    val_y = splits.val_y if splits is not None else np.zeros(0, dtype=np.int64)
-    per = {
-        name: np.bincount(y, minlength=ds.num_classes)
-        for name, y in (("train", train_y), ("val", val_y), ("test", ds.test_y))
-    }
-    return {
-        "name": ds.name,
-        "source": ds.source,
-        "image_shape": list(ds.image_shape),
-        "dtype": str(ds.train_x.dtype),
-        "num_classes": ds.num_classes,
-        "counts": {name: int(len(y)) for name, y in (("train", train_y), ("val", val_y), ("test", ds.test_y))},
-        "seed": None if splits is None else int(splits.seed),
-        "classes": [
-            {"index": i, "name": c, **{name: int(per[name][i]) for name in per}}
-            for i, c in enumerate(ds.classes)
-        ],
-    }
-
-
-def _holdout_test(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, ...]:
-    """Split (x, y) into train and a stratified 1/6 test, always the same way."""
-    n = len(y)
-    if n < 2:
-        raise DataError(f"{what} has {n} sample(s); need at least 2 to hold out a test part, or provide one.")
-    n_test = max(1, int(round(n * TEST_HOLDOUT_FRACTION)))
-    tr, te = train_val_split(y, n_test, seed=TEST_HOLDOUT_SEED)
-    return x[tr], y[tr], x[te], y[te]
+FMNIST_STEMS = (("train_x", "train-images-idx3-ubyte"), ("train_y", "train-labels-idx1-ubyte"),
+                ("test_x", "t10k-images-idx3-ubyte"), ("test_y", "t10k-labels-idx1-ubyte"))
 
 
 # ---------------------------------------------------------------- Fashion-MNIST
@@ -168,8 +64,7 @@ def load_fashion_mnist(path: str | Path | None = None) -> Dataset:
             f"Fashion-MNIST path {folder} ({how}) is a file; pass --data PATH to the folder holding the IDX files."
         )
     files = {}
-    for part, stem in (("train_x", "train-images-idx3-ubyte"), ("train_y", "train-labels-idx1-ubyte"),
-                       ("test_x", "t10k-images-idx3-ubyte"), ("test_y", "t10k-labels-idx1-ubyte")):
+    for part, stem in FMNIST_STEMS:
         found = _find_idx(folder, stem)
         if found is None:
             hint = (f"{install}, or pass --data PATH to a folder with the IDX files." if path is None else
@@ -190,120 +85,10 @@ def load_fashion_mnist(path: str | Path | None = None) -> Dataset:
                 f"{files[part + '_y'].name}; a file is truncated or mismatched, reinstall {FMNIST_PACKAGE}."
             )
         arrays[f"{part}_x"] = x[..., None]
-    return Dataset(name="fashion-mnist", classes=FASHION_MNIST_CLASSES, source=str(folder), **arrays)
-
-
-# ---------------------------------------------------------------- image folders
-
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise DataError("reading image folders needs Pillow: pip install pillow") from None
-    return Image
-
-
-def _class_dirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _list_images(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
-    files: list[Path] = []
-    labels: list[int] = []
-    for i, c in enumerate(classes):
-        found = sorted(p for p in (folder / c).iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            kinds = "/".join(s[1:] for s in sorted(IMAGE_SUFFIXES))
-            raise DataError(f"class folder {folder / c} has no images ({kinds}); add some or remove the folder.")
-        files += found
-        labels += [i] * len(found)
-    return files, labels
-
-
-def _decode(files: list[Path], image_size: int | None, root: Path) -> np.ndarray:
-    """Decode images with Pillow into one uint8 NHWC array (gray if all are gray)."""
-    Image = _pil()
-    modes, sizes = [], set()
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                modes.append(im.mode)
-                sizes.add(im.size)
-        except Exception as e:  # PIL raises many types for a bad file
-            raise DataError(f"cannot read image {f}: {e}. Remove or replace the file.") from None
-    mode = "L" if all(m in GRAY_MODES for m in modes) else "RGB"
-    if image_size is None and len(sizes) > 1:
-        shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
-        raise DataError(
-            f"images in {root} have different sizes ({shown}{', ...' if len(sizes) > 4 else ''}); "
-            "pass an image size (--image-size N) to resize them all to N x N."
-        )
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise DataError(f"image_size must be a positive integer, got {image_size!r}.")
-    w, h = (image_size, image_size) if image_size else next(iter(sizes))
-    out = np.empty((len(files), h, w, 1 if mode == "L" else 3), dtype=np.uint8)
-    for i, f in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.Resampling.BILINEAR)
-                out[i] = np.asarray(im, dtype=np.uint8).reshape(h, w, -1)
-        except Exception as e:
-            raise DataError(f"cannot decode image {f}: {e}. Remove or replace the file.") from None
-    return out
-
-
-def load_image_folder(path: str | Path, image_size: int | None = None) -> Dataset:
-    """Load ``path/<class>/*.png|jpg|...`` (or ``path/train/<class>`` + ``path/test/<class>``).
-
-    Classes are the sorted sub-folder names. Without train/test folders, a deterministic
-    stratified 1/6 becomes test. ``image_size`` resizes every image to N x N (bilinear).
-    """
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DatasetNotFound(f"image folder not found: {root} is not a directory; pass a folder with one sub-folder per class.")
-    try:
-        return _load_image_folder(root, image_size)
-    except OSError as e:
-        raise DataError(f"cannot read image folder {root}: {e}. Check the path and its permissions.") from None
-
-
-def _load_image_folder(root: Path, image_size: int | None) -> Dataset:
-    has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
-    if has_train != has_test:
-        have, miss = ("train", "test") if has_train else ("test", "train")
-        raise DataError(
-            f"{root} has a {have}/ folder but no {miss}/ folder; add {miss}/ with the same class "
-            f"folders, or put the class folders directly in {root}."
-        )
-    if has_train:
-        classes = _class_dirs(root / "train")
-        test_classes = _class_dirs(root / "test")
-        if classes != test_classes:
-            diff = sorted(set(classes) ^ set(test_classes))
-            raise DataError(
-                f"{root}/train and {root}/test must have the same class folders; "
-                f"they differ in: {', '.join(diff)}."
-            )
-    else:
-        classes = _class_dirs(root)
-    if not classes:
-        raise DataError(f"no class sub-folders in {root}; put each class's images in its own sub-folder, e.g. {root}/cat/1.png.")
-    if has_train:
-        tr_files, tr_y = _list_images(root / "train", classes)
-        te_files, te_y = _list_images(root / "test", classes)
-        x = _decode(tr_files + te_files, image_size, root)
-        y = np.asarray(tr_y + te_y, dtype=np.int64)
-        n = len(tr_files)
-        parts = (x[:n], y[:n], x[n:], y[n:])
-    else:
-        files, labels = _list_images(root, classes)
-        parts = _holdout_test(_decode(files, image_size, root), np.asarray(labels, dtype=np.int64), str(root))
-    train_x, train_y, test_x, test_y = parts
-    return Dataset(name=root.name or str(root), classes=tuple(classes), train_x=train_x, train_y=train_y,
-                   test_x=test_x, test_y=test_y, source=str(root))
+    # the labels as stored (train, then t10k) and the four files' names: cheap and stable
+    fingerprint = labels_fingerprint([arrays["train_y"], arrays["test_y"]], [stem for _, stem in FMNIST_STEMS])
+    return Dataset(name="fashion-mnist", classes=FASHION_MNIST_CLASSES, source=os.path.abspath(folder),
+                   kind="fashion-mnist", fingerprint=fingerprint, test_from="t10k", **arrays)
 
 
 # ---------------------------------------------------------------- npz
@@ -333,9 +118,10 @@ def _npz_labels(y: np.ndarray, key: str, n: int, path: Path) -> np.ndarray:
 
 
 def load_npz(path: str | Path) -> Dataset:
-    """Load a .npz with ``x``, ``y`` (and optional ``x_test``, ``y_test``, ``classes``).
+    """Load a .npz with ``x``, ``y`` (and optional ``x_test``, ``y_test``, ``class_names`` or ``classes``).
 
-    Without ``x_test``, a deterministic stratified 1/6 of (x, y) becomes test.
+    Without ``x_test``, a deterministic stratified 1/6 of (x, y) becomes test. The fingerprint
+    is a sha256 over the images and labels (uint8 and little-endian int64) with their shapes.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -371,23 +157,38 @@ def load_npz(path: str | Path) -> Dataset:
     if "x_test" in data:
         test_x = _npz_images(data["x_test"], "x_test", path)
         test_y = _npz_labels(data["y_test"], "y_test", len(test_x), path)
-        train_x, train_y = x, y
+        train_x, train_y, test_from = x, y, "x_test"
+        parts = [x, y, test_x, test_y]
     else:
-        train_x, train_y, test_x, test_y = _holdout_test(x, y, str(path))
+        parts = [x, y]
+        train_x, train_y, test_x, test_y = holdout_test(x, y, str(path))
+        test_from = CARVED
     n_classes = int(max(y.max(initial=-1), test_y.max(initial=-1))) + 1
-    if "classes" in data:
-        names = data["classes"]
+    key = "class_names" if "class_names" in data else "classes"
+    if key in data:
+        names = data[key]
         if names.ndim != 1 or names.dtype.kind not in "US":
-            raise DataError(f"{path}: 'classes' must be a 1-D string array, got shape {names.shape} dtype {names.dtype}.")
+            raise DataError(f"{path}: '{key}' must be a 1-D string array, got shape {names.shape} dtype {names.dtype}.")
         classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
         if len(classes) < n_classes:
-            raise DataError(f"{path}: labels go up to {n_classes - 1} but 'classes' names only {len(classes)}; name every class.")
+            raise DataError(f"{path}: labels go up to {n_classes - 1} but '{key}' names only {len(classes)}; name every class.")
         if len(set(classes)) != len(classes):
-            raise DataError(f"{path}: 'classes' has duplicate names; each class needs its own name.")
+            raise DataError(f"{path}: '{key}' has duplicate names; each class needs its own name.")
     else:
         classes = tuple(str(i) for i in range(n_classes))
     return Dataset(name=path.stem, classes=classes, train_x=train_x, train_y=train_y,
-                   test_x=test_x, test_y=test_y, source=str(path))
+                   test_x=test_x, test_y=test_y, source=os.path.abspath(path), kind="npz",
+                   fingerprint=_npz_fingerprint(parts), test_from=test_from)
+
+
+def _npz_fingerprint(arrays: list[np.ndarray]) -> dict:
+    """sha256 over (shape, bytes) of x, y (and x_test, y_test); files = the number of samples."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.astype("<i8") if a.dtype != np.uint8 else a
+        h.update(repr(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return {"files": int(sum(len(a) for a in arrays[1::2])), "sha256": h.hexdigest()}
 
 
 # ---------------------------------------------------------------- dispatch
@@ -396,42 +197,68 @@ def resize_dataset(ds: Dataset, image_size: int) -> Dataset:
     """Resize every image of ``ds`` to image_size x image_size (bilinear, Pillow)."""
     if ds.image_shape[:2] == (image_size, image_size):
         return ds
-    Image = _pil()
+    Image = pil()
 
     def resize(x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), image_size, image_size, x.shape[-1]), dtype=np.uint8)
         for i, img in enumerate(x):
             im = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-            out[i] = np.asarray(im.resize((image_size, image_size), Image.Resampling.BILINEAR)).reshape(out.shape[1:])
+            out[i] = np.asarray(im.resize((image_size, image_size), Image.Resampling.BILINEAR,
+                                          reducing_gap=None)).reshape(out.shape[1:])
         return out
 
-    return replace(ds, train_x=resize(ds.train_x), test_x=resize(ds.test_x))
+    train_x = resize(ds.train_x)
+    return replace(ds, train_x=train_x, test_x=resize(ds.test_x), preprocess=array_preprocess(train_x, resized=True))
 
 
-def load_dataset(name_or_path: str, data: str | Path | None = None, image_size: int | None = None) -> Dataset:
+def _check_size(value: int | None, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DataError(f"{what} must be a positive integer, got {value!r}.")
+
+
+def _sized(ds: Dataset, image_size: int | None, max_size: int | None) -> Dataset:
+    """``image_size`` if given; else at most ``max_size`` (only shrinks, and only when larger)."""
+    if image_size:
+        return resize_dataset(ds, image_size)
+    side = max(ds.image_shape[:2])
+    return resize_dataset(ds, max_size) if max_size and side > max_size else ds
+
+
+def load_dataset(name_or_path: str, data: str | Path | None = None, image_size: int | None = None, *,
+                 max_size: int | None = None, skip_bad: bool = False, test_files: Iterable[str] | None = None,
+                 cache_dir: str | Path | None = None) -> Dataset:
     """Load by name ('fashion-mnist', 'fmnist', 'fashion_mnist'), .npz file, or image folder.
 
     For a name, ``data`` overrides where its files are; otherwise ``name_or_path`` (or, if
-    that does not exist, ``data``) is the .npz file or image folder. ``image_size``
-    resizes images to N x N.
+    that does not exist, ``data``) is the .npz file or image folder. ``image_size`` resizes
+    images to N x N; else ``max_size`` caps N at the largest trained resolution (N is then
+    min(max_size, the largest source side)). ``skip_bad``, ``test_files`` and ``cache_dir``
+    are for image folders (see :func:`~ofa_edge.data.folder.load_image_folder`).
     """
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise DataError(f"image size must be a positive integer, got {image_size!r}.")
+    _check_size(image_size, "image size")
+    _check_size(max_size, "max size")
     if str(name_or_path).strip().lower() in FMNIST_ALIASES:
-        ds = load_fashion_mnist(data)
-        return resize_dataset(ds, image_size) if image_size else ds
+        _no_test_files(test_files, "Fashion-MNIST")
+        return _sized(load_fashion_mnist(data), image_size, max_size)
     for cand in (name_or_path, data):
         if cand is None:
             continue
         p = Path(cand).expanduser()
         if p.is_dir():
-            return load_image_folder(p, image_size)
+            return load_image_folder(p, image_size, max_size=max_size, skip_bad=skip_bad,
+                                     test_files=test_files, cache_dir=cache_dir)
         if p.is_file():
             if p.suffix.lower() != ".npz":
                 raise DataError(f"{p} is a file but not a .npz archive; pass a .npz with x and y, or an image folder.")
-            ds = load_npz(p)
-            return resize_dataset(ds, image_size) if image_size else ds
+            _no_test_files(test_files, str(p))
+            return _sized(load_npz(p), image_size, max_size)
     raise DatasetNotFound(
         f"unknown dataset {name_or_path!r}: pass 'fashion-mnist' (or fmnist, fashion_mnist), "
         "a .npz file with arrays x and y, or a folder with one sub-folder of images per class."
     )
+
+
+def _no_test_files(test_files: Iterable[str] | None, what: str) -> None:
+    if test_files is not None:
+        raise DataError(f"test_files lists image files, but {what} is not an image folder; "
+                        "its test part is fixed (drop test_files).")

@@ -9,8 +9,8 @@ import numpy as np
 
 from ofa_edge.errors import DataError
 
-if TYPE_CHECKING:  # avoid an import cycle: datasets.py uses train_val_split
-    from ofa_edge.data.datasets import Dataset
+if TYPE_CHECKING:  # avoid an import cycle: base.py uses train_val_split
+    from ofa_edge.data.base import Dataset
 
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,271 @@
+"""Image folders: ``root/<class>/*`` or ``root/{train,val,test}/<class>/*``, decoded once and cached.
+
+Files are png, jpg/jpeg, bmp and webp (any case; hidden files and other suffixes are ignored;
+sub-folders of a class folder are not searched). Classes are the sorted class folder names of
+``root`` (or of ``root/train``). Images of ``val/`` join the train part (the recipe carves its
+own validation split out of train); ``test/`` is the untouched test part and may lack a class,
+but may not add one. Without ``test/``, a stratified 1/6 of the images (seed 0) is carved off
+as test and listed file by file in ``Dataset.test_files``, which ``test_files=`` gives back.
+
+Every image becomes uint8 N x N (bilinear, no crop: the aspect ratio is not kept): gray ("L",
+one channel) when every file is gray, else RGB; alpha is dropped, 16-bit gray is scaled to 8
+bits, palette images are colour. The decoded array is cached (see :mod:`ofa_edge.data.cache`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ofa_edge.data import cache
+from ofa_edge.data.base import CARVED, Dataset, DatasetNotFound, holdout_indices
+from ofa_edge.data.decode import GRAY_MODES, Probe, Runner, decode_all, probe_all
+from ofa_edge.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+PARTS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One listed image: its path relative to the root (posix), class index, folder part, stat."""
+
+    rel: str
+    label: int
+    part: str  # "train", "val" or "test": the folder it is in ("train" in a flat layout)
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The files of an image folder, by part, then class, then name."""
+
+    root: Path
+    layout: str  # "flat" (root/<class>) or "split" (root/train/<class>, ...)
+    classes: tuple[str, ...]
+    entries: tuple[Entry, ...]
+
+
+def _subdirs(folder: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"cannot list {folder}: {e.strerror or e}; check its permissions.") from None
+
+
+def _images(folder: Path, part: str, prefix: str, label: int) -> list[Entry]:
+    """The image entries of one class folder (a directory named like an image is kept: it is bad)."""
+    out, others = [], 0
+    try:
+        with os.scandir(folder) as it:
+            found = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"cannot list {folder}: {e.strerror or e}; check its permissions.") from None
+    for e in found:
+        if os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
+            others += e.is_file()
+            continue
+        try:
+            st = e.stat()
+            size, mtime = int(st.st_size), int(st.st_mtime_ns)
+        except OSError:  # a dangling link: reading it fails later, with a reason
+            size, mtime = -1, 0
+        out.append(Entry(f"{prefix}{e.name}", label, part, size, mtime))
+    if not out:
+        kinds = "/".join(sorted(s[1:] for s in IMAGE_SUFFIXES))
+        extra = f" ({others} other file(s) ignored)" if others else ""
+        raise DataError(f"class folder {folder} has no images ({kinds}){extra}; add some or remove the folder.")
+    return out
+
+
+def list_folder(root: Path) -> Listing:
+    """List ``root`` in either layout; DataError for a bad layout, empty class folder or one class."""
+    if not root.is_dir():
+        raise DatasetNotFound(f"image folder not found: {root} is not a directory; "
+                              "pass a folder with one sub-folder per class.")
+    split = (root / "train").is_dir() and bool(_subdirs(root / "train"))
+    if not split:
+        for part in ("val", "test"):
+            if (root / part).is_dir() and _subdirs(root / part) and not (root / "train").exists():
+                raise DataError(f"{root} has a {part}/ folder of class folders but no train/; add "
+                                f"train/<class>/ folders, or put the class folders directly in {root}.")
+    base = root / "train" if split else root
+    classes = _subdirs(base)
+    if not classes:
+        raise DataError(f"no class sub-folders in {root}; put each class's images in its own sub-folder, "
+                        f"e.g. {root}/cat/1.png.")
+    index = {c: i for i, c in enumerate(classes)}
+    entries: list[Entry] = []
+    for part in PARTS if split else ("train",):
+        folder = root / part if split else root
+        if part != "train" and not folder.is_dir():
+            continue
+        for c in _subdirs(folder):
+            if c not in index:
+                raise DataError(f"{folder} has a class folder '{c}' that {base} lacks; every {part} class "
+                                f"must also be a train class (add {base}/{c} or remove {folder}/{c}).")
+        prefix = f"{part}/" if split else ""
+        for c in (c for c in classes if (folder / c).is_dir()):
+            entries += _images(folder / c, part, f"{prefix}{c}/", index[c])
+    if len(classes) == 1:
+        raise DataError(f"{base} has only one class folder ({classes[0]}); a classifier needs at least two "
+                        "classes: add another class folder.")
+    return Listing(root, "split" if split else "flat", tuple(classes), tuple(entries))
+
+
+def _normal_rel(name: str) -> str:
+    return PurePosixPath(str(name).replace(os.sep, "/")).as_posix().removeprefix("./")
+
+
+def assign(listing: Listing, test_files: Iterable[str] | None = None
+           ) -> tuple[list[int], list[int], str, bool]:
+    """(train, test) indices into ``listing.entries``, ``test_from``, and whether test is listed by file.
+
+    ``test_files``: exactly these relative paths are test; the rest of train/ and val/ is train.
+    Else ``test/`` is test, else a stratified 1/6 is carved (seed 0).
+    """
+    entries = listing.entries
+    if test_files is not None:
+        where = {e.rel: i for i, e in enumerate(entries)}
+        wanted = {_normal_rel(f) for f in test_files}
+        if not wanted:
+            raise DataError(f"test_files for {listing.root} is empty; give the test images' relative paths.")
+        for rel in sorted(wanted):
+            if rel not in where:
+                what = "is not an image in a class folder of" if (listing.root / rel).exists() else "is missing from"
+                raise DataError(f"test file {rel} {what} {listing.root}; the dataset changed since its "
+                                "test split was recorded (restore the file or pass the right folder).")
+        test = sorted(where[r] for r in wanted)
+        chosen = set(test)
+        train = [i for i, e in enumerate(entries) if i not in chosen and e.part != "test"]
+        return train, test, f"listed: {len(test)} test files", True
+    if any(e.part == "test" for e in entries):
+        return ([i for i, e in enumerate(entries) if e.part != "test"],
+                [i for i, e in enumerate(entries) if e.part == "test"], "test/", False)
+    tr, te = holdout_indices(np.array([e.label for e in entries], dtype=np.int64), str(listing.root))
+    return tr.tolist(), te.tolist(), CARVED, True
+
+
+def folder_fingerprint(rows: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """``{"files": n, "sha256": hex}`` over the sorted lines "relpath<TAB>class<LF>"."""
+    lines = sorted(f"{rel}\t{cls}\n" for rel, cls in rows)
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape"))
+    return {"files": len(lines), "sha256": h.hexdigest()}
+
+
+def bad_file_error(root: Path, rel: str, why: str) -> DataError:
+    return DataError(f"bad image {root / rel}: {why}; fix or remove it, or pass --skip-bad to skip bad files.")
+
+
+def check_classes(listing: Listing, kept: Iterable[Entry], n_bad: int) -> None:
+    """Every class keeps at least one image after skipping bad files."""
+    counts = np.bincount([e.label for e in kept], minlength=len(listing.classes))
+    for c in np.flatnonzero(counts == 0):
+        where = listing.root / ("train" if listing.layout == "split" else "") / listing.classes[c]
+        raise DataError(f"class folder {where} has no readable images ({n_bad} bad file(s) skipped); "
+                        "fix them or remove the folder.")
+
+
+def resolve_size(probes: Sequence[Probe], image_size: int | None, max_size: int | None, root: Path) -> int:
+    """The N of N x N: ``image_size``; else min(``max_size``, largest side); else the one square size."""
+    if image_size:
+        return image_size
+    sizes = {(w, h) for _, w, h, _ in probes}
+    if max_size:
+        return min(max_size, max(max(s) for s in sizes))
+    if len(sizes) == 1 and len({*next(iter(sizes))}) == 1:
+        return next(iter(sizes))[0]
+    shown = ", ".join(f"{a}x{b}" for a, b in sorted(sizes)[:4]) + (", ..." if len(sizes) > 4 else "")
+    what = "different sizes" if len(sizes) > 1 else "non-square images"
+    raise DataError(f"images in {root} have {what} ({shown}); pass an image size (--image-size N) "
+                    "to resize them all to N x N.")
+
+
+def _decode(root: Path, entries: Sequence[Entry], settings: dict, folder: Path, key: str,
+            stop_at_bad: bool) -> tuple[np.ndarray, dict]:
+    """Probe, decode into a new cache entry, commit it; returns the memory-mapped array and meta."""
+    paths = [str(root / e.rel) for e in entries]
+    with Runner(len(entries)) as runner:
+        probes = probe_all(paths, runner)
+        bad = {k: p for k, p in enumerate(probes) if isinstance(p, str)}
+        if bad and stop_at_bad:
+            k = min(bad)
+            raise bad_file_error(root, entries[k].rel, bad[k])
+        good: list[Probe] = [p for p in probes if not isinstance(p, str)]
+        if not good:
+            raise DataError(f"no readable images in {root}; every listed file is bad (e.g. "
+                            f"{entries[0].rel}: {bad[0]}).")
+        n = resolve_size(good, settings["image_size"], settings["max_size"], root)
+        color = "L" if all(p[0] in GRAY_MODES for p in good) else "RGB"
+        tmp = cache.new_entry(folder, key, (len(entries), n, n, 1 if color == "L" else 3))
+        try:
+            items = [(k, paths[k]) for k in range(len(entries)) if k not in bad]
+            bad.update(decode_all(str(tmp), items, color, n, runner))
+            meta = {"shape": [len(entries), n, n, 1 if color == "L" else 3],
+                    "preprocess": {"channels": 1 if color == "L" else 3, "resize": "bilinear", "size": n,
+                                   "color": color, "alpha": "dropped"},
+                    "bad": sorted([k, why] for k, why in bad.items())}
+            cache.commit_entry(folder, key, tmp, meta)
+        finally:
+            cache.drop_temp(tmp)
+    hit = cache.load_entry(folder, key)
+    if hit is None:
+        raise DataError(f"the image cache entry {folder / key}.npy vanished while loading; "
+                        f"check ${cache.CACHE_ENV} ({folder}).")
+    return hit
+
+
+def _check_size(value: int | None, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DataError(f"{what} must be a positive integer, got {value!r}.")
+
+
+def load_image_folder(path: str | Path, image_size: int | None = None, *, max_size: int | None = None,
+                      skip_bad: bool = False, test_files: Iterable[str] | None = None,
+                      cache_dir: str | Path | None = None) -> Dataset:
+    """Load an image folder (see the module doc) as a :class:`Dataset` of kind "folder".
+
+    ``image_size`` resizes to N x N; without it N is min(``max_size``, the largest side), or
+    the images' one square size. ``skip_bad`` leaves out unreadable files (``Dataset.skipped``).
+    ``test_files`` (relative paths) is the test part instead of test/ or the carve.
+    """
+    _check_size(image_size, "image size")
+    _check_size(max_size, "max size")
+    root = Path(os.path.abspath(Path(path).expanduser()))
+    listing = list_folder(root)
+    train, test, test_from, listed = assign(listing, test_files)
+    entries = [listing.entries[i] for i in train + test]
+    n_train, names = len(train), listing.classes
+    settings = {"image_size": image_size, "max_size": max_size}
+    key = cache.cache_key((("train" if k < n_train else "test", e.rel, names[e.label], e.size, e.mtime_ns)
+                           for k, e in enumerate(entries)), settings)
+    folder = cache.cache_dir(cache_dir)
+    hit = cache.load_entry(folder, key)
+    x, meta = hit if hit is not None else _decode(root, entries, settings, folder, key, not skip_bad)
+    bad = {int(k): why for k, why in meta["bad"]}
+    if bad and not skip_bad:
+        k = min(bad)
+        raise bad_file_error(root, entries[k].rel, bad[k])
+    keep = [k for k in range(len(entries)) if k not in bad]
+    check_classes(listing, (entries[k] for k in keep), len(bad))
+    y = np.array([e.label for e in entries], dtype=np.int64)
+    if bad:
+        tr = np.array([k for k in keep if k < n_train], dtype=np.int64)
+        te = np.array([k for k in keep if k >= n_train], dtype=np.int64)
+        train_x, train_y, test_x, test_y = x[tr], y[tr], x[te], y[te]
+    else:  # views of the memory map: nothing is copied
+        tr, te = range(n_train), range(n_train, len(entries))
+        train_x, train_y, test_x, test_y = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+    return Dataset(
+        name=root.name or str(root), classes=names, train_x=train_x, train_y=train_y, test_x=test_x,
+        test_y=test_y, source=str(root), kind="folder",
+        fingerprint=folder_fingerprint((entries[k].rel, names[entries[k].label]) for k in keep),
+        test_from=test_from, test_files=tuple(entries[k].rel for k in te) if listed else None,
+        preprocess=dict(meta["preprocess"]), skipped=tuple(entries[k].rel for k in sorted(bad)))
