@@ -80,19 +80,40 @@ def _cmd_specs_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_info(args: argparse.Namespace) -> int:
-    from ofa_edge.data import describe, load_dataset, make_splits
+    from pathlib import Path
 
-    ds = load_dataset(args.dataset, data=args.data)
-    info = describe(ds, make_splits(ds, val_size=args.val_size, seed=args.seed))
+    from ofa_edge.data import array_summary, describe, load_dataset, make_splits, scan
+    from ofa_edge.data.datasets import FMNIST_ALIASES
+
+    folder = None
+    if args.dataset.strip().lower() not in FMNIST_ALIASES:
+        folder = next((c for c in (args.dataset, args.data) if c and Path(c).expanduser().is_dir()), None)
+    if folder is not None:  # headers only: no decode, nothing cached
+        info = scan(folder, skip_bad=args.skip_bad)
+    else:
+        ds = load_dataset(args.dataset, data=args.data)
+        info = {**describe(ds, make_splits(ds, val_size=args.val_size, seed=args.seed)), **array_summary(ds)}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    counts = info["counts"]
-    print(f"dataset   {info['name']}")
+    counts, sizes = info["counts"], info["sizes"]
+    how = (f"val carved out of train with seed {info['seed']}; test: {info['test_from']}" if folder is None
+           else f"test: {info['test_from']}" + ("; val/ joins train, training carves val from train"
+                                                 if counts["val"] else ""))
+    print(f"dataset   {info['name']} ({info['kind']}, {info['layout']})")
     print(f"found at  {info['source']}")
-    print(f"images    {' / '.join(f'{k} {v:,}' for k, v in counts.items())}"
-          f"   (val carved out of train with seed {info['seed']}; test untouched)")
-    print(f"shape     {tuple(info['image_shape'])} {info['dtype']} (H, W, C)")
+    print(f"images    {' / '.join(f'{k} {v:,}' for k, v in counts.items())}   ({how})")
+    if folder is None:
+        print(f"shape     {tuple(info['image_shape'])} {info['dtype']} (H, W, C)")
+    common = ", ".join(f"{s} x{n:,}" for s, n in sizes["common"][:4])
+    span = "x".join(map(str, sizes["min"])) + (" .. " + "x".join(map(str, sizes["max"])) if sizes["distinct"] > 1 else "")
+    print(f"sizes     {span} ({sizes['distinct']} distinct; {common})")
+    print(f"modes     {', '.join(f'{m} {n:,}' for m, n in info['modes'].items())}"
+          f" -> {info['channels']} channel{'s' if info['channels'] > 1 else ''}")
+    if info["bad"]:
+        shown = "; ".join(f"{b['file']} ({b['reason']})" for b in info["bad"][:3])
+        print(f"bad files {len(info['bad']):,} skipped: {shown}{'; ...' if len(info['bad']) > 3 else ''}")
+    print(f"files id  {info['fingerprint']['files']:,} files, sha256 {info['fingerprint']['sha256'][:16]}")
     print(f"classes   {info['num_classes']}")
     print(f"  {'#':>3}  {'class':<16} {'train':>8} {'val':>8} {'test':>8}")
     for c in info["classes"]:
@@ -286,12 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = _sub(sub, "data", "inspect datasets", "ofa-edge data info fashion-mnist")
     data.set_defaults(help_parser=data)
     data_sub = data.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    d = _sub(data_sub, "info", "counts, shape, classes and where the data was found",
-             "ofa-edge data info fashion-mnist\n  ofa-edge data info my_images/ --json")
+    d = _sub(data_sub, "info", "counts, sizes, modes, classes, bad files and where the data was found "
+             "(image folders: headers only, nothing decoded)",
+             "ofa-edge data info fashion-mnist\n  ofa-edge data info my_images/ --json\n"
+             "  ofa-edge data info my_images/ --skip-bad")
     d.add_argument("dataset", help="fashion-mnist, an image folder (one sub-folder per class) or an .npz (x, y)")
     d.add_argument("--data", metavar="PATH", help="where the dataset's files are (default: Debian's path)")
-    d.add_argument("--val-size", type=_positive_number, default=5000, help="val images carved out of train")
+    d.add_argument("--val-size", type=_positive_number, default=5000,
+                   help="val images carved out of train (fashion-mnist and .npz; a folder shows its own layout)")
     d.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    d.add_argument("--skip-bad", action="store_true", help="list unreadable images instead of stopping at the first")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=_cmd_data_info)
 
