@@ -131,12 +131,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         import subprocess
 
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "ofa_edge.train", "--recipe", args.recipe]
+               "-m", "ofa_edge.train", "--recipe", args.recipe, "--device", args.device, "--amp", args.amp]
         cmd += ["--resume", args.resume] if args.resume else ["--out", args.out]
         return 0 if subprocess.call(cmd) == 0 else EXIT_ERROR
     from ofa_edge.train.__main__ import run
 
-    run(args.recipe, args.out, args.resume)
+    run(args.recipe, args.out, args.resume, device=args.device, amp=args.amp)
     return 0
 
 
@@ -324,11 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = _sub(sub, "train", "train the supernet by progressive shrinking with distillation (resumable)",
              "ofa-edge train --recipe recipes/fmnist-small.yaml --out runs/fmnist --nproc 2\n"
              "  ofa-edge train --recipe recipes/fmnist-small.yaml --resume runs/fmnist --nproc 2\n"
+             "  ofa-edge train --recipe recipes/fmnist-small.yaml --out runs/fmnist --device cuda --amp bf16\n"
              "  torchrun --nproc_per_node=2 -m ofa_edge.train --recipe recipes/fmnist-small.yaml --out runs/fmnist")
     t.add_argument("--recipe", required=True, help="recipe YAML (see recipes/)")
     t.add_argument("--out", help="a new run folder")
     t.add_argument("--resume", metavar="RUN", help="continue a run where it stopped")
-    t.add_argument("--nproc", type=int, default=1, help="processes (data parallel through torchrun, gloo on CPU)")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="processes (data parallel through torchrun: gloo on the CPU, NCCL with one GPU each)")
+    from ofa_edge.train.__main__ import add_device_flags
+
+    add_device_flags(t)
     t.set_defaults(func=_cmd_train)
 
     e = _sub(sub, "eval", "top-1 of subnets, BN recalibrated per subnet",

@@ -1,4 +1,6 @@
-"""Entry point for ``torchrun --nproc_per_node=N -m ofa_edge.train --recipe R --out DIR``."""
+"""Entry point for ``torchrun --nproc_per_node=N -m ofa_edge.train --recipe R --out DIR``
+(one process per GPU with ``--device cuda``; many machines with ``--nnodes`` and a rendezvous
+endpoint, see docs_snippets/multinode.md)."""
 from __future__ import annotations
 
 import argparse
@@ -7,18 +9,32 @@ import sys
 from ofa_edge.errors import OfaEdgeError
 
 
-def run(recipe_path: str, out: str | None, resume: str | None, progress: bool = True) -> dict:
+def run(recipe_path: str, out: str | None, resume: str | None, progress: bool = True,
+        device: str = "auto", amp: str = "auto") -> dict:
+    """Train (or resume) a recipe on ``device`` (auto/cpu/cuda), joining torchrun's group if any."""
     from ofa_edge.train import distributed as D
+    from ofa_edge.train.device import resolve_device
     from ofa_edge.train.engine import Trainer
     from ofa_edge.train.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
-    dist = D.init_from_env()
+    dist = D.init_from_env(resolve_device(device))
     try:
-        trainer = Trainer(recipe, resume or out, resume=resume is not None, progress=progress, dist=dist)
+        trainer = Trainer(recipe, resume or out, resume=resume is not None, progress=progress, dist=dist,
+                          device=dist.device, amp=amp)
         return trainer.run()
     finally:
         D.shutdown(dist)
+
+
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    """--device and --amp, shared with ``ofa-edge train`` (no torch import: ``--help`` stays fast)."""
+    p.add_argument("--device", default="auto",
+                   help="auto | cpu | cuda | cuda:N (auto: CUDA when available; under torchrun each rank "
+                        "takes GPU LOCAL_RANK)")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                   help="autocast of the training forward: auto = bf16 on CUDA, off (fp32) on the CPU; "
+                        "fp16 adds a loss scaler. Eval and BN recalibration stay fp32")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", required=True)
     p.add_argument("--out")
     p.add_argument("--resume", metavar="RUN")
+    add_device_flags(p)
     args = p.parse_args(argv)
     if not args.out and not args.resume:
         p.error("give --out DIR (a new run) or --resume DIR")
     try:
-        run(args.recipe, args.out, args.resume)
+        run(args.recipe, args.out, args.resume, device=args.device, amp=args.amp)
     except OfaEdgeError as exc:
         print(f"ofa-edge train: error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,13 @@ A run folder holds the recipe, ``metrics.jsonl`` (one line per epoch), ``checkpo
 (rewritten atomically at every epoch end and on SIGINT/SIGTERM) and, at the end,
 ``supernet.safetensors`` and ``run.json``. ``resume=True`` continues at the same phase,
 epoch and step with the same RNG state, so a resumed run gives the same weights as an
-uninterrupted one.
+uninterrupted one; a phase always starts with a fresh optimizer, resumed or not.
+
+One code path for the CPU and CUDA (``device``): on CUDA the training forward runs under bf16
+(or fp16 with a GradScaler) autocast and DataLoader workers cut batches into pinned memory; on
+the CPU batches are cut in this process and training is fp32. Each sample's augmentation and
+each shard's dropout depend only on the seed, the position in training and the sample or shard,
+so ``micro_batches=M`` in one process takes the same steps as M DDP ranks.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -34,6 +41,7 @@ from ofa_edge.space.searchspace import SearchSpace
 from ofa_edge.space.supernet import OFASupernet
 from ofa_edge.train import distributed as D
 from ofa_edge.train.augment import augment_batch
+from ofa_edge.train.device import amp_dtype, autocast, resolve_device
 from ofa_edge.train.recipe import Phase, Recipe
 
 CKPT = "checkpoint"
@@ -87,21 +95,48 @@ class Position:
     step: int = 0  # steps already done in this epoch
 
 
+class _Shards(torch.utils.data.Dataset):
+    """One item per micro-batch: (sample indices, uint8 NHWC images, labels)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, shards: list[torch.Tensor]):
+        self.x, self.y, self.shards = x, y, shards
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = self.shards[i]
+        return idx, self.x[idx], self.y[idx]
+
+
 class Trainer:
+    """``device``: a torch.device or auto/cpu/cuda (default: the DDP group's device, else auto);
+    ``amp``: bf16/fp16/off for the training forward (default bf16 on CUDA, off on the CPU);
+    ``micro_batches``: batches of ``batch_size`` per step and process, their gradients summed;
+    ``workers``: DataLoader processes (default: a few on CUDA, none on the CPU)."""
+
     def __init__(self, recipe: Recipe, out: str | os.PathLike, resume: bool = False,
-                 progress: bool = True, dist: D.Dist | None = None):
+                 progress: bool = True, dist: D.Dist | None = None, device: str | torch.device | None = None,
+                 amp: str | None = None, micro_batches: int = 1, workers: int | None = None):
         self.recipe, self.out, self.progress = recipe, Path(out), progress
         self.dist = dist or D.Dist()
+        self.device = self._pick_device(device, dist)
+        self.amp = amp_dtype(amp, self.device)
+        if micro_batches < 1:
+            raise OfaEdgeError(f"micro_batches must be >= 1, got {micro_batches}")
+        self.micro_batches = micro_batches
+        self.workers = _default_workers(self.device) if workers is None else workers
         torch.set_num_threads(recipe.threads)
         self._load_data()
-        torch.manual_seed(recipe.seed)  # the same initial weights on every rank and every run
+        torch.manual_seed(recipe.seed)  # the same initial weights on every rank, device and run
         self.net = OFASupernet(recipe.space, len(self.classes), self.mean, self.std)
-        self.net.to(memory_format=torch.channels_last)
+        self.net.to(self.device, memory_format=torch.channels_last)
         self.space = self.net.space
         self.teacher: torch.nn.Module | None = None
         self.pos = Position()
-        self.elapsed = {"wall_s": 0.0, "cpu_s": 0.0, "energy_j": 0.0}
+        self.elapsed = {"wall_s": 0.0, "cpu_s": 0.0, "energy_j": 0.0, "gpu_energy_j": 0.0}
         self.momentum_buffers: dict[str, torch.Tensor] = {}
+        self.scaler_state: dict | None = None
         self.rng_states: dict | None = None
         if resume:
             self._load_checkpoint()
@@ -109,6 +144,18 @@ class Trainer:
             raise OfaEdgeError(f"{self.out} already holds a training run; pass --resume {self.out} to continue it, "
                                "or choose another --out")
         self._stop = False
+
+    def _pick_device(self, device: str | torch.device | None, dist: D.Dist | None) -> torch.device:
+        if device is None:
+            chosen = self.dist.device if dist is not None else resolve_device("auto")
+        else:
+            chosen = device if isinstance(device, torch.device) else resolve_device(device)
+        if chosen.type == "cuda" and chosen.index is None:
+            chosen = torch.device("cuda", torch.cuda.current_device())
+        if self.dist.active and chosen != self.dist.device:
+            raise OfaEdgeError(f"training on {chosen} but the process group uses {self.dist.device}; "
+                               "pass the same device to init_from_env and the Trainer")
+        return chosen
 
     # ------------------------------------------------------------ data
     def _load_data(self) -> None:
@@ -127,61 +174,92 @@ class Trainer:
         n_val = r.eval_images or len(splits.val_x)
         self.eval_data = EvalData.from_arrays(train_x[calib], splits.val_x[:n_val], splits.val_y[:n_val])
 
+    @property
+    def shards_per_step(self) -> int:
+        """Batches of ``batch_size`` images in one step, over all ranks: world x micro-batches."""
+        return self.dist.world * self.micro_batches
+
     def steps_per_epoch(self) -> int:
-        return max(1, len(self.train_x) // (self.recipe.batch_size * self.dist.world))
+        return max(1, len(self.train_x) // (self.recipe.batch_size * self.shards_per_step))
 
     def _epoch_order(self, phase: int, epoch: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(_seed(self.recipe.seed, phase, epoch))
         return torch.randperm(len(self.train_x), generator=gen)
 
-    def _batch(self, order: torch.Tensor, step: int, gen: torch.Generator, resolution: int):
-        b, r = self.recipe.batch_size, self.dist.rank
-        start = (step * self.dist.world + r) * b
-        idx = order[start:start + b]
-        x = self.train_x[idx].permute(0, 3, 1, 2).float().div_(255.0)
+    def _shard(self, micro: int) -> int:
+        """The step's shard this rank's micro-batch ``micro`` takes (of ``shards_per_step``)."""
+        return self.dist.rank * self.micro_batches + micro
+
+    def _loader(self, order: torch.Tensor, steps: range) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(indices, uint8 images, labels) of this rank's micro-batches of ``steps``, in order: cut in
+        this process (no workers: the CPU default), or by DataLoader workers into pinned memory."""
+        b, n = self.recipe.batch_size, self.shards_per_step
+        starts = [(step * n + self._shard(m)) * b for step in steps for m in range(self.micro_batches)]
+        shards = [order[start:start + b] for start in starts]
+        if not self.workers:
+            return ((idx, self.train_x[idx], self.train_y[idx]) for idx in shards)
+        loader = torch.utils.data.DataLoader(_Shards(self.train_x, self.train_y, shards), batch_size=None,
+                                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                             prefetch_factor=4)
+        return iter(loader)
+
+    def _to_input(self, idx: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, key: int,
+                  resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 NHWC images -> augmented float NCHW (3 channels, channels_last) on the device."""
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         a = self.recipe.augment
-        x = resize_float(augment_batch(x, gen, a.pad_crop, a.hflip, a.erase), resolution)
-        x = x.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
-        return x, self.train_y[idx]
+        x = resize_float(augment_batch(x, key, idx, a.pad_crop, a.hflip, a.erase), resolution)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return x.contiguous(memory_format=torch.channels_last), labels.to(self.device, non_blocking=True)
 
     # ------------------------------------------------------------ one step
-    def _train_step(self, phase: Phase, x: torch.Tensor, y: torch.Tensor, rng: random.Random,
-                    resolution: int, opt: torch.optim.Optimizer) -> float:
-        net, ls = self.net, self.recipe.label_smoothing
-        opt.zero_grad(set_to_none=True)
-        total = 0.0
-        if phase.rule == "sandwich":
-            archs = [extreme_in(self.space, phase, resolution, True), extreme_in(self.space, phase, resolution, False)]
-            archs += [sample_in(self.space, phase, rng, resolution) for _ in range(phase.subnets_per_step - 2)]
-            soft = None
-            for i, arch in enumerate(archs[:phase.subnets_per_step]):
-                net.set_active(arch)
-                logits = net(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=ls)
-                if i == 0:
-                    soft = F.softmax(logits.detach(), dim=1)  # in-place distillation from the largest
-                elif phase.kd_ratio > 0:
-                    loss = loss + phase.kd_ratio * soft_cross_entropy(logits, soft)
-                loss.backward()
-                total += float(loss.detach())
-        else:
-            soft = None
-            if phase.kd_ratio > 0:
-                with torch.no_grad():
-                    soft = F.softmax(self.teacher(x), dim=1)
-            for _ in range(phase.subnets_per_step):
-                net.set_active(sample_in(self.space, phase, rng, resolution))
-                logits = net(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=ls)
-                if soft is not None:
-                    loss = loss + phase.kd_ratio * soft_cross_entropy(logits, soft)
-                loss.backward()
-                total += float(loss.detach())
-        D.average_gradients([p for p in net.parameters()], self.dist)
-        opt.step()
-        return total / phase.subnets_per_step
+    def _archs(self, phase: Phase, rng: random.Random, resolution: int) -> list[Arch]:
+        """The subnets of one step (the same on every rank: ``rng`` is seeded without the rank)."""
+        n = phase.subnets_per_step
+        if phase.rule == "sandwich":  # the largest, the smallest, then random ones
+            extremes = [extreme_in(self.space, phase, resolution, True), extreme_in(self.space, phase, resolution, False)]
+            return extremes + [sample_in(self.space, phase, rng, resolution) for _ in range(n - 2)]
+        return [sample_in(self.space, phase, rng, resolution) for _ in range(n)]
 
-    def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+    def _train_step(self, phase: Phase, batches: list[tuple[torch.Tensor, torch.Tensor, int]], archs: list[Arch],
+                    opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> float:
+        """One optimizer step: every arch on every micro-batch ``(x, y, dropout seed)``, each loss
+        divided by the number of micro-batches, gradients averaged over ranks, one SGD step.
+        Returns the mean loss."""
+        net, ls, m = self.net, self.recipe.label_smoothing, len(batches)
+        opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for x, y, seed in batches:
+            torch.manual_seed(seed)  # dropout: per shard, whichever rank or micro-batch runs it
+            soft = None
+            if phase.rule == "random" and phase.kd_ratio > 0:
+                with torch.no_grad(), autocast(self.device, self.amp):
+                    soft = F.softmax(self.teacher(x).float(), dim=1)
+            for i, arch in enumerate(archs):
+                net.set_active(arch)
+                with autocast(self.device, self.amp):
+                    logits = net(x)
+                logits = logits.float()
+                loss = F.cross_entropy(logits, y, label_smoothing=ls)
+                if phase.rule == "sandwich" and i == 0:
+                    soft = F.softmax(logits.detach(), dim=1)  # in-place distillation from the largest
+                elif soft is not None and phase.kd_ratio > 0:
+                    loss = loss + phase.kd_ratio * soft_cross_entropy(logits, soft)
+                scaled = loss / m if m > 1 else loss
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                total += loss.detach()
+        D.average_gradients(list(net.parameters()), self.dist)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        return float(total) / (m * len(archs))
+
+    def _optimizer(self, phase: Phase, resumed: bool = False) -> torch.optim.Optimizer:
+        """A fresh SGD for the phase; ``resumed`` (a checkpoint inside this phase) restores its
+        momentum. A finished phase's momentum never carries into the next phase."""
         r = self.recipe
         decay, no_decay = [], []
         for name, p in self.net.named_parameters():
@@ -189,24 +267,34 @@ class Trainer:
         opt = torch.optim.SGD([{"params": decay, "weight_decay": r.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}],
                               lr=phase.lr, momentum=r.momentum, nesterov=r.nesterov)
-        if self.momentum_buffers:
+        if resumed and self.momentum_buffers:
             for name, p in self.net.named_parameters():
                 if name in self.momentum_buffers:
-                    opt.state[p]["momentum_buffer"] = self.momentum_buffers[name].clone()
-            self.momentum_buffers = {}
+                    opt.state[p]["momentum_buffer"] = self.momentum_buffers[name].to(self.device, copy=True)
+        self.momentum_buffers = {}
         return opt
+
+    def _grad_scaler(self, resumed: bool = False) -> torch.amp.GradScaler | None:
+        """fp16 only: a loss scaler per phase (restored when resuming inside the phase)."""
+        state, self.scaler_state = self.scaler_state, None
+        if self.amp != torch.float16:
+            return None
+        scaler = torch.amp.GradScaler(self.device.type)
+        if resumed and state:
+            scaler.load_state_dict(state)
+        return scaler
 
     def _make_teacher(self) -> None:
         """Freeze a copy of the full network (the end of the full-network phase) as teacher."""
         if self.teacher is None:
-            self.teacher = self.net.extract(self.space.largest()).eval()
+            self.teacher = self.net.extract(self.space.largest()).to(self.device, memory_format=torch.channels_last).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
 
     # ------------------------------------------------------------ the loop
     def run(self) -> dict:
         r = self.recipe
-        ledger = Ledger("train")
+        ledger = Ledger("train", gpus=[self.device.index or 0] if self.device.type == "cuda" else [])
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "recipe.json").write_text(r.model_dump_json(indent=2))
@@ -227,35 +315,38 @@ class Trainer:
         r, phase = self.recipe, self.recipe.phases[phase_i]
         if phase.kd_ratio > 0 and phase.rule == "random":
             self._make_teacher()
-        if phase.sort_channels and self.pos.epoch == 0 and self.pos.step == 0:
+        resumed = self.pos.epoch > 0 or self.pos.step > 0  # a checkpoint inside this phase
+        if phase.sort_channels and not resumed:
             self.net.sort_channels()
-        opt = self._optimizer(phase)
+        opt, scaler = self._optimizer(phase, resumed), self._grad_scaler(resumed)
         spe = self.steps_per_epoch()
         for epoch in range(self.pos.epoch, phase.epochs):
             order = self._epoch_order(phase_i, epoch)
             rng = random.Random(_seed(r.seed, phase_i, epoch, 1))
-            gen = torch.Generator().manual_seed(_seed(r.seed, phase_i, epoch, 2, self.dist.rank))
-            torch.manual_seed(_seed(r.seed, phase_i, epoch, 3, self.dist.rank))
+            key = _seed(r.seed, phase_i, epoch, 2)  # augmentation: per sample index under this key
             start_step = self.pos.step
             if start_step and self.rng_states:
                 rng.setstate(_tuplify(self.rng_states["python"]))
-                gen.set_state(self.rng_states["augment"])
-                torch.set_rng_state(self.rng_states["torch"])
             self.net.train()
             losses, t0 = [], time.time()
             bar = self._bar(f"{phase.name} {epoch + 1}/{phase.epochs}", spe, start_step)
+            loader = self._loader(order, range(start_step, spe))
             for step in range(start_step, spe):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(phase, epoch * spe + step, spe)
                 resolution = rng.choice(r.resolutions)
-                x, y = self._batch(order, step, gen, resolution)
-                losses.append(self._train_step(phase, x, y, rng, resolution, opt))
+                archs = self._archs(phase, rng, resolution)
+                batches = []
+                for micro in range(self.micro_batches):
+                    x, y = self._to_input(*next(loader), key, resolution)
+                    batches.append((x, y, _seed(r.seed, phase_i, epoch, step, self._shard(micro), 3)))
+                losses.append(self._train_step(phase, batches, archs, opt, scaler))
                 if bar:
                     bar[0].update(bar[1], advance=1, description=f"{phase.name} {epoch + 1}/{phase.epochs} "
                                                                   f"loss {np.mean(losses[-20:]):.3f}")
                 if D.any_rank(self._stop, self.dist):
                     self.pos = Position(phase_i, epoch, step + 1)
-                    self._save_checkpoint(opt, ledger, rng=rng, gen=gen)
+                    self._save_checkpoint(opt, ledger, rng=rng, scaler=scaler)
                     self._close_bar(bar)
                     raise TrainingInterrupted(
                         f"interrupted at phase {phase.name}, epoch {epoch + 1}, step {step + 1}/{spe}; "
@@ -264,12 +355,13 @@ class Trainer:
             D.average_buffers(self.net, self.dist)
             self.pos = Position(phase_i, epoch + 1, 0) if epoch + 1 < phase.epochs else Position(phase_i + 1, 0, 0)
             self.rng_states = None
+            images = (spe - start_step) * r.batch_size * self.shards_per_step
             metrics = {"phase": phase.name, "epoch": epoch + 1, "epochs": phase.epochs,
                        "loss": float(np.mean(losses)) if losses else None, "lr_end": opt.param_groups[0]["lr"],
-                       "images_per_s": (spe - start_step) * r.batch_size * self.dist.world / max(1e-9, time.time() - t0)}
+                       "images_per_s": images / max(1e-9, time.time() - t0)}
             if self.dist.is_main:
                 metrics.update(self._epoch_eval())
-            self._save_checkpoint(opt, ledger, metrics=metrics)
+            self._save_checkpoint(opt, ledger, metrics=metrics, scaler=scaler)
         self.pos = Position(phase_i + 1, 0, 0)
 
     def _epoch_eval(self) -> dict:
@@ -295,34 +387,35 @@ class Trainer:
             bar[0].stop()
 
     # ------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, opt, ledger: Ledger, metrics: dict | None = None, rng=None, gen=None) -> None:
-        rng_payload = None
-        if rng is not None:
-            local = {"python": rng.getstate(), "augment": gen.get_state(), "torch": torch.get_rng_state()}
-            rng_payload = _gather(local, self.dist)
+    def _save_checkpoint(self, opt, ledger: Ledger, metrics: dict | None = None, rng=None,
+                         scaler: torch.amp.GradScaler | None = None) -> None:
+        """Atomically rewrite ``checkpoint/``. The optimizer (and fp16 loss-scaler) state is kept
+        only inside a phase: at a phase's end the next phase starts fresh, as without a stop."""
+        rng_payload = D.gather_objects(rng.getstate(), self.dist) if rng is not None else None
         entry = self._totals(ledger)
+        inside_phase = self.pos.epoch > 0 or self.pos.step > 0
         if self.dist.is_main:
             state = {
                 "schema_version": 1, "recipe": self.recipe.name, "space": self.space.id,
                 "recipe_fingerprint": self.recipe.model_dump_json(),
                 "phase": self.pos.phase, "epoch": self.pos.epoch, "step": self.pos.step,
-                "world": self.dist.world,
+                "world": self.dist.world, "micro_batches": self.micro_batches, "device": str(self.device),
                 "elapsed_wall_s": entry.wall_s, "elapsed_cpu_s": entry.cpu_s, "elapsed_energy_j": entry.energy_j,
-                "python_rng": [s["python"] for s in rng_payload] if rng_payload else None,
+                "elapsed_gpu_energy_j": entry.gpu_energy_j or 0.0,
+                "python_rng": rng_payload,
+                "grad_scaler": scaler.state_dict() if scaler is not None and inside_phase else None,
             }
-            tensors = {f"momentum/{name}": opt.state[p]["momentum_buffer"].contiguous()
-                       for name, p in self.net.named_parameters() if "momentum_buffer" in opt.state.get(p, {})}
-            if rng_payload:
-                for rank, s in enumerate(rng_payload):
-                    tensors[f"rng/augment/{rank}"] = s["augment"]
-                    tensors[f"rng/torch/{rank}"] = s["torch"]
+            tensors = {}
+            if inside_phase:
+                tensors = {f"momentum/{name}": opt.state[p]["momentum_buffer"].detach().cpu().contiguous()
+                           for name, p in self.net.named_parameters() if "momentum_buffer" in opt.state.get(p, {})}
             tmp = self.out / f".{CKPT}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             save_supernet(self.net, tmp / "supernet.safetensors")
             save_file(tensors or {"empty": torch.zeros(1)}, str(tmp / "trainer.safetensors"))
             if self.teacher is not None:
-                save_file({k: v.contiguous() for k, v in self.teacher.state_dict().items()},
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.teacher.state_dict().items()},
                           str(tmp / "teacher.safetensors"))
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
             final, old = self.out / CKPT, self.out / f".{CKPT}.old"
@@ -354,8 +447,10 @@ class Trainer:
         if state.get("recipe_fingerprint") != self.recipe.model_dump_json():
             raise OfaEdgeError(f"{self.out} was trained with a different recipe ({state.get('recipe')}); "
                                "resume with the same recipe file")
-        if state.get("step") and state.get("world") != self.dist.world:
-            raise OfaEdgeError(f"{self.out} stopped mid-epoch with {state.get('world')} processes; resume with the same number")
+        before = (state.get("world"), state.get("micro_batches", 1))
+        if state.get("step") and before != (self.dist.world, self.micro_batches):
+            raise OfaEdgeError(f"{self.out} stopped mid-epoch with {before[0]} processes x {before[1]} micro-batches; "
+                               "resume with the same numbers")
         saved = load_checkpoint(ckpt)
         self.net.load_state_dict(saved.state_dict())
         self.net.to(memory_format=torch.channels_last)
@@ -364,19 +459,20 @@ class Trainer:
             load_state(self.teacher, load_file(str(ckpt / "teacher.safetensors")), str(ckpt / "teacher.safetensors"))
         self.pos = Position(state["phase"], state["epoch"], state["step"])
         self.elapsed = {"wall_s": state["elapsed_wall_s"], "cpu_s": state["elapsed_cpu_s"],
-                        "energy_j": state.get("elapsed_energy_j", 0.0)}
+                        "energy_j": state.get("elapsed_energy_j", 0.0),
+                        "gpu_energy_j": state.get("elapsed_gpu_energy_j", 0.0)}
         self.momentum_buffers = {k.removeprefix("momentum/"): v for k, v in trainer.items() if k.startswith("momentum/")}
+        self.scaler_state = state.get("grad_scaler")
         if state["step"] and state.get("python_rng"):
-            rank = self.dist.rank
-            self.rng_states = {"python": state["python_rng"][rank], "augment": trainer[f"rng/augment/{rank}"],
-                               "torch": trainer[f"rng/torch/{rank}"]}
+            self.rng_states = {"python": state["python_rng"][self.dist.rank]}
 
     def _totals(self, ledger: Ledger):
         """The ledger entry over all ranks and all earlier segments of this run."""
-        own = ledger.cpu_s()
-        others = _sum_over_ranks(own, self.dist) - own
-        return ledger.stop(extra_cpu_s=others + self.elapsed["cpu_s"], extra_wall_s=self.elapsed["wall_s"],
-                           extra_energy_j=self.elapsed["energy_j"])
+        own, gpu = ledger.cpu_s(), ledger.gpu_energy_j()
+        cpu_all, gpu_all, measured = D.sum_over_ranks([own, gpu or 0.0, float(gpu is not None)], self.dist)
+        gpu_total = gpu_all + self.elapsed["gpu_energy_j"] if measured or self.elapsed["gpu_energy_j"] else None
+        return ledger.stop(extra_cpu_s=cpu_all - own + self.elapsed["cpu_s"], extra_wall_s=self.elapsed["wall_s"],
+                           extra_energy_j=self.elapsed["energy_j"], gpu_energy_j=gpu_total)
 
     def weight_checksum(self) -> str:
         import hashlib
@@ -390,7 +486,7 @@ class Trainer:
     def _finish(self, ledger: Ledger) -> dict:
         summary: dict = {}
         entry = self._totals(ledger)
-        checksums = _gather(self.weight_checksum(), self.dist)  # every rank must hold the same weights
+        checksums = D.gather_objects(self.weight_checksum(), self.dist)  # every rank must hold the same weights
         if self.dist.is_main:
             trained = sorted(set(self.recipe.resolutions))
             save_supernet(self.net, self.out / "supernet.safetensors",
@@ -398,6 +494,8 @@ class Trainer:
             summary = {"recipe": self.recipe.name, "space": self.space.id, "world": self.dist.world,
                        "rank_weight_checksums": checksums,
                        "threads_per_process": self.recipe.threads, "trained_resolutions": trained,
+                       "device": str(self.device), "amp": str(self.amp).removeprefix("torch.") if self.amp else "off",
+                       "micro_batches": self.micro_batches,
                        "ledger": entry.to_json(), **self._epoch_eval()}
             (self.out / "run.json").write_text(json.dumps(summary, indent=2))
             print(entry.line(), flush=True)
@@ -418,21 +516,9 @@ def _tuplify(value):
     return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
 
 
-def _gather(obj, d: D.Dist) -> list:
-    if not d.active:
-        return [obj]
-    import torch.distributed as dist
-
-    out = [None] * d.world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _sum_over_ranks(value: float, d: D.Dist) -> float:
-    if not d.active:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item())
+def _default_workers(device: torch.device) -> int:
+    """DataLoader processes per rank: a few on CUDA (the GPU outruns one core), none on the CPU."""
+    if device.type != "cuda":
+        return 0
+    per_rank = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(4, per_rank - 1))
