@@ -215,8 +215,9 @@ class Runner:
         return out
 
 
-def chunks(n: int, size: int = CHUNK) -> list[range]:
-    """``range(n)`` cut into consecutive ranges of at most ``size``."""
+def chunks(n: int, size: int | None = None) -> list[range]:
+    """``range(n)`` cut into consecutive ranges of at most ``size`` (default :data:`CHUNK`)."""
+    size = size or CHUNK
     return [range(s, min(s + size, n)) for s in range(0, n, size)]
 
 

@@ -67,7 +67,7 @@ def _images(folder: Path, part: str, prefix: str, label: int) -> list[Entry]:
     except OSError as e:
         raise DataError(f"cannot list {folder}: {e.strerror or e}; check its permissions.") from None
     for e in found:
-        if os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
+        if e.name[e.name.rfind("."):].lower() not in IMAGE_SUFFIXES:
             others += e.is_file()
             continue
         try:
