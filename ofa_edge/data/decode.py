@@ -71,7 +71,7 @@ def reason(e: BaseException, path: str) -> str:
             empty = os.path.getsize(path) == 0
         except OSError:
             empty = False
-        return "an empty file (0 bytes)" if empty else "not an image Pillow can read (corrupt or another format)"
+        return "an empty file, 0 bytes" if empty else "not an image Pillow can read: corrupt, or another format"
     text = " ".join(str(e).split())
     return f"corrupt or truncated image ({type(e).__name__}{': ' + text if text else ''})"
 
