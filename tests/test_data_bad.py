@@ -96,7 +96,7 @@ def _idat(path: Path) -> bytes:
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file (the dir/0-byte cases cover it)")
 def test_unreadable_file(good, capsys) -> None:
-    victim = good / "Trouser" / "007.png"
+    victim = good / "Trouser" / "008.png"
     victim.chmod(0)
     try:
         one_line_error(capsys, ["data", "info", str(good)], str(victim), "permission denied")
@@ -104,6 +104,24 @@ def test_unreadable_file(good, capsys) -> None:
         assert "1 skipped" in capsys.readouterr().out
     finally:
         victim.chmod(0o644)
+
+
+def test_unreadable_file_as_root_too(good, capsys, monkeypatch) -> None:
+    """Root reads anything, so the operating system's refusal is simulated at Pillow's open."""
+    import PIL.Image
+
+    victim, real_open = good / "Trouser" / "008.png", PIL.Image.open
+
+    def refusing_open(fp, *args, **kwargs):
+        if str(fp) == str(victim):
+            raise PermissionError(13, "Permission denied", str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", refusing_open)
+    one_line_error(capsys, ["data", "info", str(good)], str(victim), "permission denied")
+    with pytest.raises(DataError, match="008.png: permission denied"):
+        load_dataset(str(good))
+    assert load_dataset(str(good), skip_bad=True).skipped == ("Trouser/008.png",)
 
 
 def test_empty_class_folder(good, capsys) -> None:
