@@ -37,3 +37,55 @@ def test_a_torn_last_line_is_skipped(tmp_path):
         f.write('{"command": "bench", "wall')  # a process killed mid-write
     assert [e["command"] for e in read_ledger(path)] == ["train"]
     assert json.loads(path.read_text().splitlines()[0])["command"] == "train"
+
+
+class _FakeNvml:
+    """A stand-in pynvml: each GPU's energy counter (mJ) advances by 1,000 mJ per reading."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        self.reads += 1
+        return 5_000_000 + 1_000 * self.reads + 100 * handle
+
+
+def test_gpu_energy_comes_from_nvml_beside_the_cpu_figure(monkeypatch, tmp_path):
+    import sys
+
+    fake = _FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("OFA_EDGE_GRID_G_PER_KWH", "100")
+    ledger = Ledger("train", gpus=[0])  # reading 1 at the start
+    entry = ledger.stop()               # reading 2: 1,000 mJ later
+    assert entry.gpu_energy_j == pytest.approx(1.0) and entry.energy_j > 0
+    assert entry.co2e_g == pytest.approx((entry.energy_j + entry.gpu_energy_j) / 3.6e6 * 100)
+    assert "GPU" in entry.line() and entry.to_json()["gpu_energy_j"] == pytest.approx(1.0)
+    record(entry, tmp_path / "l.jsonl")
+    record(Ledger("bench").stop(), tmp_path / "l.jsonl")  # no GPU: no GPU figure
+    t = totals(read_ledger(tmp_path / "l.jsonl"))
+    assert t["all"]["gpu_energy_j"] == pytest.approx(1.0) and "gpu_energy_j" not in t["by_command"]["bench"]
+
+
+def test_no_pynvml_or_no_gpu_means_no_gpu_figure(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    entry = Ledger("train", gpus=[0]).stop()
+    assert entry.gpu_energy_j is None and "gpu_energy_j" not in entry.to_json() and "GPU" not in entry.line()
+
+    class NoGpu(_FakeNvml):
+        def nvmlInit(self):
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    monkeypatch.setitem(sys.modules, "pynvml", NoGpu())
+    assert Ledger("train", gpus=[0]).stop().gpu_energy_j is None
+    fake = _FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert Ledger("train").stop().gpu_energy_j is None and fake.reads == 0  # a CPU command never asks NVML
