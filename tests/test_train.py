@@ -190,3 +190,78 @@ def test_sandwich_rule_trains_and_validates(tmp_path):
     bad.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match="needs at least 2"):
         load_recipe(bad)
+
+
+# ---------------------------------------------------------------- devices, precision, data loading
+
+
+def test_device_and_amp_choices(monkeypatch):
+    from ofa_edge.train.device import amp_dtype, autocast, resolve_device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == cpu and resolve_device("cpu") == cpu
+    with pytest.raises(OfaEdgeError, match="CUDA is not available") as err:
+        resolve_device("cuda")
+    assert "\n" not in str(err.value)
+    with pytest.raises(OfaEdgeError, match="unknown device"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(OfaEdgeError, match="2 CUDA device"):
+        resolve_device("cuda:2")
+    gpu = torch.device("cuda", 0)
+    assert amp_dtype("auto", gpu) == torch.bfloat16 and amp_dtype("auto", cpu) is None
+    assert amp_dtype("fp16", cpu) == torch.float16 and amp_dtype("off", gpu) is None
+    with pytest.raises(OfaEdgeError, match="--amp"):
+        amp_dtype("fp8", gpu)
+    with autocast(cpu, "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+    with autocast(cpu, None):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_cuda_asked_without_cuda_is_one_clear_error(run_cli, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_cli("train", "--recipe", str(CI_RECIPE), "--out", str(tmp_path / "run"), "--device", "cuda")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "CUDA is not available" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_augmentation_depends_only_on_the_seed_and_the_sample_index():
+    from ofa_edge.train.augment import augment_batch, sample_uniforms
+
+    images = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    index = torch.tensor([40, 7, 123, 9, 5000])
+    whole = augment_batch(images, 17, index, pad_crop=2, hflip=True, erase=0.5)
+    order = [3, 0, 4]  # another batch, another order: each sample gets the same augmentation
+    part = augment_batch(images[order], 17, index[order], pad_crop=2, hflip=True, erase=0.5)
+    assert torch.equal(part, whole[order])
+    assert not torch.equal(augment_batch(images, 18, index, 2, True, 0.5), whole)  # another epoch/phase
+    u = sample_uniforms(3, torch.arange(20_000))
+    assert u.shape == (20_000, 8) and 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+
+
+def test_loader_workers_and_bf16(tmp_path):
+    """DataLoader workers (the CUDA path, here on the CPU) cut the same batches as in-process
+    batching, so the weights are identical; bf16 autocast trains too."""
+    require_fmnist()
+    recipe = _small_recipe(tmp_path, train_subset=128, batch_size=32, resolutions=[28], eval_images=32,
+                           bn_calibration_images=32, phases=yaml.safe_load(CI_RECIPE.read_text())["phases"][2:3])
+    runs = {name: Trainer(recipe, tmp_path / name, progress=False, device="cpu", **kw).run()
+            for name, kw in {"inline": {}, "workers": {"workers": 1}, "bf16": {"amp": "bf16"}}.items()}
+    assert runs["inline"]["rank_weight_checksums"] == runs["workers"]["rank_weight_checksums"]
+    assert runs["inline"]["amp"] == "off" and runs["bf16"]["amp"] == "bfloat16"
+    assert runs["bf16"]["rank_weight_checksums"] != runs["inline"]["rank_weight_checksums"]
+    loss = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert 0 < loss < 10
+
+
+def test_val_size_is_a_count_or_a_fraction(tmp_path):
+    assert _small_recipe(tmp_path, val_size=0.1).val_size == 0.1
+    assert _small_recipe(tmp_path, val_size=300).val_size == 300
+    for bad in (1.5, 0, 1.0):
+        with pytest.raises(RecipeError, match="val_size"):
+            _small_recipe(tmp_path, val_size=bad)
