@@ -207,13 +207,17 @@ def test_cache_hit_opens_no_image_and_an_edit_invalidates_it(tmp_path, fm, monke
     root = make_folder(tmp_path / "c", fm, per_class=6, variants=[("png", "L"), ("jpg", "RGB")])
     first = load_image_folder(root)
     names = sorted(p.name for p in _cache.iterdir())
-    assert len(names) == 2 and names[0].endswith(".json") and names[1].endswith(".npy")  # no temp files left
+    assert len(names) == 3 and not any(n.startswith(".") for n in names)  # headers, .npy, .json; no temp files
+    assert sum(n.endswith(".npy") for n in names) == 1 and sum(n.endswith(".headers.json") for n in names) == 1
     real_open = PIL.Image.open
     monkeypatch.setattr(PIL.Image, "open", _no_decode)
     monkeypatch.setattr("ofa_edge.data.folder._decode", _no_decode)
     hit = load_image_folder(root)
     np.testing.assert_array_equal(hit.train_x, first.train_x)
     assert hit.fingerprint == first.fingerprint and hit.test_files == first.test_files
+    same_size = load_image_folder(root, max_size=64)  # another request resolving to 28 x 28: the same entry
+    np.testing.assert_array_equal(same_size.test_x, first.test_x)
+    assert len(list(_cache.iterdir())) == 3
     hit.train_x[0] = 0  # copy-on-write: the cache file is untouched
     monkeypatch.undo()
     np.testing.assert_array_equal(load_image_folder(root).train_x, first.train_x)

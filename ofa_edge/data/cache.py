@@ -1,12 +1,18 @@
 """The decode cache: an image folder decoded once into a uint8 ``.npy``, memory-mapped after.
 
-An entry is ``<key>.npy`` (every listed file's image, in the loader's order; a bad file's
-slot is zeros) and ``<key>.json`` (the resolved preprocessing and the bad files). The key is
-a sha256 over the folder's listing (relative path, class, part), each file's size and
-mtime_ns, the requested preprocessing and :data:`CACHE_VERSION`, so an edited, added,
-removed or renamed image gives a new key and is never served stale. Both files are written
-to a temporary name and moved in place (``os.replace``); the ``.json`` goes last and marks
-the entry complete.
+Two levels, both keyed by :func:`cache_key`, a sha256 over the folder's listing (part,
+relative path, class), each file's size and mtime_ns, and :data:`CACHE_VERSION`, so an edited,
+added, removed or renamed image gives new keys and is never served stale:
+
+* ``<key>.headers.json``: what the file headers say (distinct sizes, all gray or not, the
+  unreadable files), enough to resolve the target size and colour without opening an image;
+* ``<data key>.npy`` + ``<data key>.json``: the decoded images (every listed file, in the
+  loader's order; a bad file's slot is zeros) for one resolved size and colour, and the files
+  that failed to decode. The data key hashes the listing key with the resolved preprocessing,
+  so every request that resolves to the same N x N shares one entry.
+
+Files are written to a temporary name and moved in place (``os.replace``); an entry's ``.json``
+goes last and marks it complete.
 """
 from __future__ import annotations
 
@@ -37,13 +43,44 @@ def cache_dir(given: str | os.PathLike | None = None) -> Path:
     return folder
 
 
-def cache_key(rows: Iterable[tuple[str, str, str, int, int]], settings: dict[str, Any]) -> str:
-    """sha256 over (part, relpath, class, size, mtime_ns) rows in order, settings and the version."""
+def cache_key(rows: Iterable[tuple[str, str, str, int, int]]) -> str:
+    """sha256 over (part, relpath, class, size, mtime_ns) rows in order and the version."""
     h = hashlib.sha256(f"ofa-edge image cache v{CACHE_VERSION}\n".encode())
-    h.update(json.dumps(settings, sort_keys=True).encode() + b"\n")
     for part, rel, cls, size, mtime_ns in rows:
-        h.update(f"{part}\t{rel}\t{cls}\t{size}\t{mtime_ns}\n".encode())
+        h.update(f"{part}\t{rel}\t{cls}\t{size}\t{mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+def data_key(key: str, preprocess: dict[str, Any]) -> str:
+    """The key of the decoded images: the listing ``key`` with the resolved ``preprocess``."""
+    return hashlib.sha256(f"{key}\n{json.dumps(preprocess, sort_keys=True)}".encode()).hexdigest()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({**data, "version": CACHE_VERSION}))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise DataError(f"cannot write the image cache in {path.parent}: {e.strerror or e}; "
+                        f"free some space or set ${CACHE_ENV} to another folder.") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_headers(folder: Path, key: str) -> dict[str, Any] | None:
+    """The cached header summary of a listing, or None."""
+    try:
+        data = json.loads((folder / f"{key}.headers.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("version") == CACHE_VERSION else None
+
+
+def save_headers(folder: Path, key: str, data: dict[str, Any]) -> None:
+    """Store the header summary of a listing (atomically)."""
+    _write_json(folder / f"{key}.headers.json", data)
 
 
 def _paths(folder: Path, key: str) -> tuple[Path, Path]:
@@ -78,18 +115,12 @@ def new_entry(folder: Path, key: str, shape: tuple[int, ...]) -> Path:
 def commit_entry(folder: Path, key: str, tmp: Path, meta: dict[str, Any]) -> None:
     """Move the filled ``tmp`` into place, then write the meta that marks the entry complete."""
     npy, meta_path = _paths(folder, key)
-    meta_tmp = meta_path.with_name(f".{key}.{os.getpid()}.tmp.json")
     try:
         os.replace(tmp, npy)
-        meta_tmp.write_text(json.dumps({**meta, "version": CACHE_VERSION}))
-        os.replace(meta_tmp, meta_path)
     except OSError as e:
         raise DataError(f"cannot write the image cache in {folder}: {e.strerror or e}; "
                         f"free some space or set ${CACHE_ENV} to another folder.") from None
-    finally:
-        for path in (tmp, meta_tmp):
-            if path.exists():
-                path.unlink()
+    _write_json(meta_path, meta)
 
 
 def drop_temp(tmp: Path) -> None:

@@ -185,18 +185,20 @@ class Runner:
         workers = worker_count()
         self.workers = workers if n_files >= PARALLEL_MIN and workers > 1 else 1
         self.pool: Executor | None = None
-        self.progress = _Progress()
+        self.progress: _Progress | None = None  # started by the first map: a cache hit shows nothing
 
     def __enter__(self) -> "Runner":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.close()
+        if self.progress is not None:
+            self.progress.close()
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
     def map(self, fn: Callable[[Any], list], jobs: list[Any], sizes: list[int], label: str) -> list[list]:
         """``fn`` over ``jobs`` (``sizes`` files each); results in job order."""
+        self.progress = self.progress or _Progress()
         advance = self.progress.task(label, sum(sizes))
         if self.workers == 1 or len(jobs) < 2:
             results = []

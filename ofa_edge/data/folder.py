@@ -173,11 +173,10 @@ def check_classes(listing: Listing, kept: Iterable[Entry], n_bad: int) -> None:
                         "fix them or remove the folder.")
 
 
-def resolve_size(probes: Sequence[Probe], image_size: int | None, max_size: int | None, root: Path) -> int:
+def resolve_size(sizes: set[tuple[int, int]], image_size: int | None, max_size: int | None, root: Path) -> int:
     """The N of N x N: ``image_size``; else min(``max_size``, largest side); else the one square size."""
     if image_size:
         return image_size
-    sizes = {(w, h) for _, w, h, _ in probes}
     if max_size:
         return min(max_size, max(max(s) for s in sizes))
     if len(sizes) == 1 and len({*next(iter(sizes))}) == 1:
@@ -188,38 +187,63 @@ def resolve_size(probes: Sequence[Probe], image_size: int | None, max_size: int 
                     "to resize them all to N x N.")
 
 
-def _decode(root: Path, entries: Sequence[Entry], settings: dict, folder: Path, key: str,
-            stop_at_bad: bool) -> tuple[np.ndarray, dict]:
-    """Probe, decode into a new cache entry, commit it; returns the memory-mapped array and meta."""
-    paths = [str(root / e.rel) for e in entries]
-    with Runner(len(entries)) as runner:
-        probes = probe_all(paths, runner)
-        bad = {k: p for k, p in enumerate(probes) if isinstance(p, str)}
-        if bad and stop_at_bad:
-            k = min(bad)
-            raise bad_file_error(root, entries[k].rel, bad[k])
-        good: list[Probe] = [p for p in probes if not isinstance(p, str)]
-        if not good:
-            raise DataError(f"no readable images in {root}; every listed file is bad (e.g. "
-                            f"{entries[0].rel}: {bad[0]}).")
-        n = resolve_size(good, settings["image_size"], settings["max_size"], root)
-        color = "L" if all(p[0] in GRAY_MODES for p in good) else "RGB"
-        tmp = cache.new_entry(folder, key, (len(entries), n, n, 1 if color == "L" else 3))
-        try:
-            items = [(k, paths[k]) for k in range(len(entries)) if k not in bad]
-            bad.update(decode_all(str(tmp), items, color, n, runner))
-            meta = {"shape": [len(entries), n, n, 1 if color == "L" else 3],
-                    "preprocess": {"channels": 1 if color == "L" else 3, "resize": "bilinear", "size": n,
-                                   "color": color, "alpha": "dropped"},
-                    "bad": sorted([k, why] for k, why in bad.items())}
-            cache.commit_entry(folder, key, tmp, meta)
-        finally:
-            cache.drop_temp(tmp)
+def _headers(paths: Sequence[str], folder: Path, key: str, runner: Runner) -> dict[str, Any]:
+    """{"sizes": distinct [w, h], "gray": bool, "bad": [[index, reason]]} from the headers (cached)."""
+    found = cache.load_headers(folder, key)
+    if found is not None:
+        return found
+    probes = probe_all(paths, runner)
+    good: list[Probe] = [p for p in probes if not isinstance(p, str)]
+    heads = {"sizes": sorted({(p[1], p[2]) for p in good}), "gray": all(p[0] in GRAY_MODES for p in good),
+             "bad": [[k, p] for k, p in enumerate(probes) if isinstance(p, str)]}
+    cache.save_headers(folder, key, heads)
+    return heads
+
+
+def _decode(paths: Sequence[str], bad: dict[int, str], pre: dict[str, Any], folder: Path, key: str,
+            runner: Runner) -> tuple[np.ndarray, dict]:
+    """Decode every readable file into a new cache entry, commit it; returns the memory map and meta."""
+    n, channels = pre["size"], pre["channels"]
+    tmp = cache.new_entry(folder, key, (len(paths), n, n, channels))
+    try:
+        items = [(k, p) for k, p in enumerate(paths) if k not in bad]
+        failed = decode_all(str(tmp), items, pre["color"], n, runner)
+        meta = {"shape": [len(paths), n, n, channels], "preprocess": pre,
+                "bad": sorted([k, why] for k, why in failed.items())}
+        cache.commit_entry(folder, key, tmp, meta)
+    finally:
+        cache.drop_temp(tmp)
     hit = cache.load_entry(folder, key)
     if hit is None:
         raise DataError(f"the image cache entry {folder / key}.npy vanished while loading; "
                         f"check ${cache.CACHE_ENV} ({folder}).")
     return hit
+
+
+def _images_of(root: Path, entries: Sequence[Entry], classes: Sequence[str], n_train: int, image_size: int | None,
+               max_size: int | None, skip_bad: bool, cache_dir: str | Path | None) -> tuple[np.ndarray, dict, dict]:
+    """The decoded images of ``entries`` (cached), their preprocessing and {index: reason} bad files."""
+    paths = [str(root / e.rel) for e in entries]
+    key = cache.cache_key(("train" if k < n_train else "test", e.rel, classes[e.label], e.size, e.mtime_ns)
+                          for k, e in enumerate(entries))
+    folder = cache.cache_dir(cache_dir)
+    with Runner(len(entries)) as runner:
+        heads = _headers(paths, folder, key, runner)
+        bad = {int(k): why for k, why in heads["bad"]}
+        if bad and not skip_bad:
+            raise bad_file_error(root, entries[min(bad)].rel, bad[min(bad)])
+        if len(bad) == len(entries):
+            raise DataError(f"no readable images in {root}; every listed file is bad "
+                            f"(e.g. {entries[0].rel}: {bad[0]}).")
+        n = resolve_size({tuple(s) for s in heads["sizes"]}, image_size, max_size, root)
+        color = "L" if heads["gray"] else "RGB"
+        pre = {"channels": 1 if color == "L" else 3, "resize": "bilinear", "size": n, "color": color,
+               "alpha": "dropped"}
+        dkey = cache.data_key(key, pre)
+        hit = cache.load_entry(folder, dkey)
+        x, meta = hit if hit is not None else _decode(paths, bad, pre, folder, dkey, runner)
+    bad.update({int(k): why for k, why in meta["bad"]})
+    return x, pre, bad
 
 
 def _check_size(value: int | None, what: str) -> None:
@@ -243,16 +267,9 @@ def load_image_folder(path: str | Path, image_size: int | None = None, *, max_si
     train, test, test_from, listed = assign(listing, test_files)
     entries = [listing.entries[i] for i in train + test]
     n_train, names = len(train), listing.classes
-    settings = {"image_size": image_size, "max_size": max_size}
-    key = cache.cache_key((("train" if k < n_train else "test", e.rel, names[e.label], e.size, e.mtime_ns)
-                           for k, e in enumerate(entries)), settings)
-    folder = cache.cache_dir(cache_dir)
-    hit = cache.load_entry(folder, key)
-    x, meta = hit if hit is not None else _decode(root, entries, settings, folder, key, not skip_bad)
-    bad = {int(k): why for k, why in meta["bad"]}
+    x, pre, bad = _images_of(root, entries, names, n_train, image_size, max_size, skip_bad, cache_dir)
     if bad and not skip_bad:
-        k = min(bad)
-        raise bad_file_error(root, entries[k].rel, bad[k])
+        raise bad_file_error(root, entries[min(bad)].rel, bad[min(bad)])
     keep = [k for k in range(len(entries)) if k not in bad]
     check_classes(listing, (entries[k] for k in keep), len(bad))
     y = np.array([e.label for e in entries], dtype=np.int64)
@@ -268,4 +285,4 @@ def load_image_folder(path: str | Path, image_size: int | None = None, *, max_si
         test_y=test_y, source=str(root), kind="folder",
         fingerprint=folder_fingerprint((entries[k].rel, names[entries[k].label]) for k in keep),
         test_from=test_from, test_files=tuple(entries[k].rel for k in te) if listed else None,
-        preprocess=dict(meta["preprocess"]), skipped=tuple(entries[k].rel for k in sorted(bad)))
+        preprocess=pre, skipped=tuple(entries[k].rel for k in sorted(bad)))
