@@ -45,9 +45,10 @@ def _rapl_uj() -> int | None:
     return total if found else None
 
 
-def _nvml_energy_j(gpus: tuple[int, ...]) -> float | None:
-    """Total energy (J) NVML has counted on ``gpus`` since the driver loaded, or None when
-    pynvml is missing, no GPU answers, or the GPU cannot count energy."""
+def _nvml_energy_j(gpus: tuple[int | str, ...]) -> float | None:
+    """Total energy (J) NVML has counted on ``gpus`` (NVML indices, or ``GPU-...`` UUIDs) since
+    the driver loaded, or None when pynvml is missing, no GPU answers, or the GPU cannot count
+    energy."""
     if not gpus:
         return None
     try:
@@ -56,7 +57,8 @@ def _nvml_energy_j(gpus: tuple[int, ...]) -> float | None:
         pynvml.nvmlInit()
         total = 0.0
         for index in gpus:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            handle = (pynvml.nvmlDeviceGetHandleByUUID(index) if isinstance(index, str)
+                      else pynvml.nvmlDeviceGetHandleByIndex(index))
             total += pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0  # mJ
         return total
     except Exception:  # noqa: BLE001 - no pynvml, no driver, no GPU, no energy counter
@@ -88,10 +90,11 @@ class LedgerEntry:
 
 class Ledger:
     """Start at construction; ``stop()`` returns the entry. ``extra_cpu_s`` adds CPU time of
-    processes this one did not wait for (e.g. other torchrun ranks). ``gpus``: the CUDA device
-    indices this process uses, whose energy NVML counts."""
+    processes this one did not wait for (e.g. other torchrun ranks). ``gpus``: the GPUs this
+    process uses, whose energy NVML counts: NVML indices or UUIDs (``gpu_ids`` maps a torch
+    CUDA device to its UUID, which stays right under CUDA_VISIBLE_DEVICES)."""
 
-    def __init__(self, command: str, gpus: tuple[int, ...] | list[int] = ()):
+    def __init__(self, command: str, gpus: tuple[int | str, ...] | list[int | str] = ()):
         self.command = command
         self.gpus = tuple(gpus)
         self.wall0, self.cpu0, self.rapl0 = time.time(), _cpu_seconds(), _rapl_uj()
@@ -129,6 +132,19 @@ class Ledger:
         gpu = self.gpu_energy_j() if gpu_energy_j is None else gpu_energy_j
         grid = float(os.environ.get("OFA_EDGE_GRID_G_PER_KWH", "400"))
         return LedgerEntry(self.command, wall, cpu, energy, source, (energy + (gpu or 0.0)) / 3.6e6 * grid, gpu)
+
+
+def gpu_ids(device) -> list[int | str]:
+    """The NVML id of a torch device: its UUID when torch knows it, else its index; [] off CUDA."""
+    if getattr(device, "type", None) != "cuda":
+        return []
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
+        return [uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"]
+    except Exception:  # noqa: BLE001 - an older torch without .uuid
+        return [device.index or 0]
 
 
 def machine_info() -> dict:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
-from ofa_edge.ledger import Ledger, read_ledger, record, totals
+from ofa_edge.ledger import Ledger, gpu_ids, read_ledger, record, totals
 
 
 def test_ledger_entries_are_recorded_and_totals_are_their_sums(tmp_path, monkeypatch):
@@ -51,6 +52,9 @@ class _FakeNvml:
     def nvmlDeviceGetHandleByIndex(self, index):
         return index
 
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return int(uuid.removeprefix("GPU-"))
+
     def nvmlDeviceGetTotalEnergyConsumption(self, handle):
         self.reads += 1
         return 5_000_000 + 1_000 * self.reads + 100 * handle
@@ -69,6 +73,7 @@ def test_gpu_energy_comes_from_nvml_beside_the_cpu_figure(monkeypatch, tmp_path)
     assert "GPU" in entry.line() and entry.to_json()["gpu_energy_j"] == pytest.approx(1.0)
     record(entry, tmp_path / "l.jsonl")
     record(Ledger("bench").stop(), tmp_path / "l.jsonl")  # no GPU: no GPU figure
+    assert Ledger("train", gpus=["GPU-1", 0]).stop().gpu_energy_j == pytest.approx(4.0)  # 2 GPUs by UUID, index
     t = totals(read_ledger(tmp_path / "l.jsonl"))
     assert t["all"]["gpu_energy_j"] == pytest.approx(1.0) and "gpu_energy_j" not in t["by_command"]["bench"]
 
@@ -89,3 +94,4 @@ def test_no_pynvml_or_no_gpu_means_no_gpu_figure(monkeypatch):
     fake = _FakeNvml()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     assert Ledger("train").stop().gpu_energy_j is None and fake.reads == 0  # a CPU command never asks NVML
+    assert gpu_ids(SimpleNamespace(type="cpu", index=None)) == []

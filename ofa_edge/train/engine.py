@@ -34,7 +34,7 @@ from ofa_edge.data import load_dataset, make_splits
 from ofa_edge.data.tensors import resize_float
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.evaluate import EvalData, calibration_indices, evaluate_arch
-from ofa_edge.ledger import Ledger, record
+from ofa_edge.ledger import Ledger, gpu_ids, record
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.checkpoint import save_supernet
 from ofa_edge.space.searchspace import SearchSpace
@@ -294,7 +294,7 @@ class Trainer:
     # ------------------------------------------------------------ the loop
     def run(self) -> dict:
         r = self.recipe
-        ledger = Ledger("train", gpus=[self.device.index or 0] if self.device.type == "cuda" else [])
+        ledger = Ledger("train", gpus=gpu_ids(self.device))
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "recipe.json").write_text(r.model_dump_json(indent=2))
