@@ -131,6 +131,9 @@ def test_flat_layout_carves_a_recorded_reproducible_test_split(tmp_path, fm, _ca
     shutil.rmtree(_cache)  # a cold cache gives the same split and the same pixels
     again = load_image_folder(root)
     assert again.test_files == ds.test_files
+    given = load_image_folder(root, test_files=reversed(ds.test_files))  # the record gives it back
+    assert given.test_files == ds.test_files and given.test_from == CARVED
+    np.testing.assert_array_equal(given.test_x, ds.test_x)
     np.testing.assert_array_equal(again.test_x, ds.test_x)
     np.testing.assert_array_equal(again.train_y, ds.train_y)
 
@@ -139,7 +142,7 @@ def test_test_files_are_honoured(tmp_path, fm) -> None:
     root = make_folder(tmp_path / "tf", fm, per_class=6)
     wanted = [f"{c}/{i:03d}.png" for c, i in (("Pullover", 12), ("Trouser", 6), ("Trouser", 7))]
     ds = load_dataset(str(root), test_files=wanted)
-    assert sorted(ds.test_files) == sorted(wanted) and len(ds.train_y) == 15
+    assert sorted(ds.test_files) == sorted(wanted) and len(ds.train_y) == 15 and ds.test_from.startswith("listed")
     assert sorted(ds.test_y.tolist()) == [0, 2, 2]  # Pullover=0, T-shirt-top=1, Trouser=2
     full = load_dataset(str(root), test_files=[f"./{w}" for w in wanted])  # "./" is the same path
     np.testing.assert_array_equal(full.test_x, ds.test_x)

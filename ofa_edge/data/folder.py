@@ -127,9 +127,12 @@ def assign(listing: Listing, test_files: Iterable[str] | None = None
     """(train, test) indices into ``listing.entries``, ``test_from``, and whether test is listed by file.
 
     ``test_files``: exactly these relative paths are test; the rest of train/ and val/ is train.
-    Else ``test/`` is test, else a stratified 1/6 is carved (seed 0).
+    Else ``test/`` is test, else a stratified 1/6 is carved (seed 0). Given files equal to the
+    carve keep ``test_from`` :data:`CARVED`.
     """
     entries = listing.entries
+    has_test = any(e.part == "test" for e in entries)
+    carve = None if has_test else holdout_indices(np.array([e.label for e in entries], np.int64), str(listing.root))
     if test_files is not None:
         where = {e.rel: i for i, e in enumerate(entries)}
         wanted = {_normal_rel(f) for f in test_files}
@@ -143,12 +146,12 @@ def assign(listing: Listing, test_files: Iterable[str] | None = None
         test = sorted(where[r] for r in wanted)
         chosen = set(test)
         train = [i for i, e in enumerate(entries) if i not in chosen and e.part != "test"]
-        return train, test, f"listed: {len(test)} test files", True
-    if any(e.part == "test" for e in entries):
+        same = carve is not None and test == carve[1].tolist()  # the recorded carve, given back
+        return train, test, CARVED if same else f"listed: {len(test)} test files", True
+    if carve is None:
         return ([i for i, e in enumerate(entries) if e.part != "test"],
                 [i for i, e in enumerate(entries) if e.part == "test"], "test/", False)
-    tr, te = holdout_indices(np.array([e.label for e in entries], dtype=np.int64), str(listing.root))
-    return tr.tolist(), te.tolist(), CARVED, True
+    return carve[0].tolist(), carve[1].tolist(), CARVED, True
 
 
 def folder_fingerprint(rows: Iterable[tuple[str, str]]) -> dict[str, Any]:
