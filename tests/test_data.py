@@ -360,3 +360,46 @@ def test_npz_object_array_rejected(tmp_path) -> None:
              classes=np.array(["a", None], dtype=object))
     with pytest.raises(DataError, match="object arrays"):
         load_npz(tmp_path / "o.npz")
+
+
+# ------------------------------------------------------------- dataset identity (kind, fingerprint, test_from)
+
+def test_fmnist_identity(fmnist: Dataset) -> None:
+    assert fmnist.kind == "fashion-mnist" and fmnist.reference == "fashion-mnist" and fmnist.test_from == "t10k"
+    assert fmnist.fingerprint["files"] == 70000 and len(fmnist.fingerprint["sha256"]) == 64
+    assert load_dataset("fmnist").fingerprint == fmnist.fingerprint and fmnist.test_files is None
+    assert fmnist.preprocess == {"channels": 1, "resize": "none", "size": 28, "color": "L", "alpha": "none"}
+    assert fmnist.skipped == () and fmnist.source == "/usr/share/datasets/fashion-mnist"
+
+
+def test_fmnist_max_size_and_test_files(tmp_path) -> None:
+    _write_fake_fmnist(tmp_path, True)
+    assert load_dataset("fashion-mnist", data=tmp_path, max_size=32).image_shape == (28, 28, 1)
+    small = load_dataset("fashion-mnist", data=tmp_path, max_size=16)
+    assert small.image_shape == (16, 16, 1) and small.preprocess["resize"] == "bilinear"
+    assert small.preprocess["size"] == 16 and small.fingerprint == load_fashion_mnist(tmp_path).fingerprint
+    with pytest.raises(DataError, match="not an image folder"):
+        load_dataset("fashion-mnist", data=tmp_path, test_files=["a.png"])
+
+
+def test_npz_identity_and_class_names(tmp_path) -> None:
+    x = np.arange(12 * 4 * 4, dtype=np.uint8).reshape(12, 4, 4)
+    y = np.arange(12) % 3
+    np.savez(tmp_path / "a.npz", x=x, y=y, class_names=np.array(["a", "b", "c"]))
+    ds = load_dataset(str(tmp_path / "a.npz"))
+    assert ds.kind == "npz" and ds.classes == ("a", "b", "c") and ds.test_from.startswith("carved")
+    assert ds.fingerprint["files"] == 12 and ds.source == str(tmp_path / "a.npz") and ds.test_files is None
+    assert load_npz(tmp_path / "a.npz").fingerprint == ds.fingerprint
+    np.savez(tmp_path / "b.npz", x=x, y=(y + 1) % 3, class_names=np.array(["a", "b", "c"]))
+    assert load_npz(tmp_path / "b.npz").fingerprint != ds.fingerprint
+    np.savez(tmp_path / "c.npz", x=x, y=y, x_test=x[:2], y_test=y[:2])
+    both = load_npz(tmp_path / "c.npz")
+    assert both.test_from == "x_test" and both.fingerprint["files"] == 14
+
+
+def test_dataset_built_in_memory_gets_defaults() -> None:
+    x = np.zeros((4, 3, 3, 3), np.uint8)
+    ds = Dataset(name="m", classes=("a", "b"), train_x=x, train_y=np.array([0, 1, 0, 1]), test_x=x[:2],
+                 test_y=np.array([0, 1]), source="memory")
+    assert ds.kind == "arrays" and ds.fingerprint["files"] == 6 and ds.preprocess["channels"] == 3
+    assert ds.test_files is None and ds.skipped == () and json.dumps(ds.info())
