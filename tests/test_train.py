@@ -213,7 +213,10 @@ def test_device_and_amp_choices(monkeypatch):
         resolve_device("cuda:2")
     gpu = torch.device("cuda", 0)
     assert amp_dtype("auto", gpu) == torch.bfloat16 and amp_dtype("auto", cpu) is None
-    assert amp_dtype("fp16", cpu) == torch.float16 and amp_dtype("off", gpu) is None
+    assert amp_dtype("fp16", gpu) == torch.float16 and amp_dtype("off", gpu) is None
+    assert amp_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(OfaEdgeError, match="fp16.*CUDA"):
+        amp_dtype("fp16", cpu)
     with pytest.raises(OfaEdgeError, match="--amp"):
         amp_dtype("fp8", gpu)
     with autocast(cpu, "bf16"):

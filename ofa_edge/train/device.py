@@ -44,12 +44,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def amp_dtype(name: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``--amp`` on ``device``: ``auto``/None -> bf16 on CUDA, off on
-    the CPU; ``bf16``/``fp16`` -> that dtype; ``off`` -> None (fp32)."""
+    the CPU; ``bf16`` -> bf16; ``fp16`` -> fp16 (CUDA only); ``off`` -> None (fp32)."""
     name = (name or "auto").strip().lower()
     if name not in AMP_CHOICES:
         raise OfaEdgeError(f"unknown --amp {name!r}; use {', '.join(AMP_CHOICES)}")
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
+    if name == "fp16" and device.type != "cuda":
+        raise OfaEdgeError("--amp fp16 (with its loss scaler) is for CUDA; on the CPU use --amp bf16 or off")
     return _AMP_DTYPES.get(name)
 
 
