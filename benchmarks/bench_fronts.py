@@ -61,16 +61,16 @@ def measure(spec, rows: list[dict], images: int, log=print) -> list[dict]:
 
     from converters import format_for
     from converters.convert import convert_module
-    from ofa_edge.data import load_dataset, make_splits
     from ofa_edge.data.tensors import to_model_input
     from ofa_edge.devices.session import DeviceSession
-    from ofa_edge.evaluate import calibration_indices, recalibrate, top1
+    from ofa_edge.evaluate import open_supernet_data, recalibrate, top1
     from ofa_edge.space.checkpoint import load_supernet
     from ofa_edge.space.costs import arch_costs
 
     fmt = format_for(spec.runtime.name, spec.precision)
-    splits = make_splits(load_dataset("fashion-mnist"), val_size=5000, seed=0)
-    calib = torch.from_numpy(np.ascontiguousarray(splits.train_x[calibration_indices(len(splits.train_x), 2000, 0)]))
+    # every row's supernet was trained on the same dataset: the first one's record says which
+    splits, calibration = open_supernet_data(rows[0]["supernet"])
+    calib = torch.from_numpy(np.ascontiguousarray(calibration.bn_images(2000)))
     nets: dict = {}
     with tempfile.TemporaryDirectory(prefix="ofa-edge-fronts-") as work, DeviceSession(spec, "fronts") as dev:
         data = {}
@@ -88,7 +88,7 @@ def measure(spec, rows: list[dict], images: int, log=print) -> list[dict]:
             with torch.no_grad():
                 fp32 = top1(sub, data[r][1], torch.from_numpy(splits.test_y[:images]), r)
             model = Path(work) / f"m{i}{fmt.suffix}"
-            convert_module(sub, (1, 3, r, r), fmt, model, to_model_input(splits.train_x[:200], r).contiguous().numpy(),
+            convert_module(sub, (1, 3, r, r), fmt, model, to_model_input(calibration.quant_x, r).contiguous().numpy(),
                            spec.runtime.max_opset)
             row["remote"] = dev.put(model)
             device = dev.run("eval", "--model", row["remote"], "--data", data[r][0], "--batch", "1", *dev.runtime_args())

@@ -132,11 +132,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
                "-m", "ofa_edge.train", "--recipe", args.recipe, "--device", args.device, "--amp", args.amp]
+        cmd += ["--data", args.data] if args.data else []
         cmd += ["--resume", args.resume] if args.resume else ["--out", args.out]
         return 0 if subprocess.call(cmd) == 0 else EXIT_ERROR
     from ofa_edge.train.__main__ import run
 
-    run(args.recipe, args.out, args.resume, device=args.device, amp=args.amp)
+    run(args.recipe, args.out, args.resume, device=args.device, amp=args.amp, data=args.data)
     return 0
 
 
@@ -331,9 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN", help="continue a run where it stopped")
     t.add_argument("--nproc", type=int, default=1,
                    help="processes (data parallel through torchrun: gloo on the CPU, NCCL with one GPU each)")
-    from ofa_edge.train.__main__ import add_device_flags
+    from ofa_edge.train.__main__ import add_data_flag, add_device_flags
 
     add_device_flags(t)
+    add_data_flag(t)
     t.set_defaults(func=_cmd_train)
 
     e = _sub(sub, "eval", "top-1 of subnets, BN recalibrated per subnet",

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ofa_edge.data import load_dataset, make_splits
+from ofa_edge.data.record import Calibration, DatasetRecord, input_contract, save_calibration
 from ofa_edge.data.tensors import resize_float
 from ofa_edge.errors import OfaEdgeError
-from ofa_edge.evaluate import EvalData, calibration_indices, evaluate_arch
+from ofa_edge.evaluate import EvalData, evaluate_arch
 from ofa_edge.ledger import Ledger, gpu_ids, record
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.checkpoint import save_supernet
@@ -159,20 +160,24 @@ class Trainer:
 
     # ------------------------------------------------------------ data
     def _load_data(self) -> None:
+        """The recipe's dataset, decoded once (cached) at up to the largest trained resolution; its
+        record (kept in the checkpoint header) and the calibration images kept with the run."""
         r = self.recipe
-        ds = load_dataset(r.dataset)
+        ds = load_dataset(r.dataset, max_size=max(r.resolutions))
+        self.dataset_record = DatasetRecord.from_dataset(ds, r.val_size, r.seed, r.resolutions)
         splits = make_splits(ds, val_size=r.val_size, seed=r.seed)
         train_x, train_y = splits.train_x, splits.train_y
         if r.train_subset:
             train_x, train_y = train_x[:r.train_subset], train_y[:r.train_subset]
         self.classes = ds.classes
-        self.train_x, self.train_y = torch.from_numpy(train_x), torch.from_numpy(train_y)
-        gray = train_x.astype(np.float32) / 255.0
+        self.train_x, self.train_y = torch.from_numpy(np.ascontiguousarray(train_x)), torch.from_numpy(train_y)
+        gray = self.train_x.numpy().astype(np.float32) / 255.0
         self.mean = (float(gray.mean()),) * 3
         self.std = (float(gray.std()),) * 3
-        calib = calibration_indices(len(train_x), min(r.bn_calibration_images, len(train_x)), r.seed)
+        self.calibration = Calibration.from_train(train_x)
         n_val = r.eval_images or len(splits.val_x)
-        self.eval_data = EvalData.from_arrays(train_x[calib], splits.val_x[:n_val], splits.val_y[:n_val])
+        self.eval_data = EvalData.from_arrays(self.calibration.bn_images(r.bn_calibration_images),
+                                              splits.val_x[:n_val], splits.val_y[:n_val])
 
     @property
     def shards_per_step(self) -> int:
@@ -489,8 +494,12 @@ class Trainer:
         checksums = D.gather_objects(self.weight_checksum(), self.dist)  # every rank must hold the same weights
         if self.dist.is_main:
             trained = sorted(set(self.recipe.resolutions))
+            save_calibration(self.out, self.calibration)
             save_supernet(self.net, self.out / "supernet.safetensors",
-                          extra={"trained_resolutions": trained, "recipe": self.recipe.name})
+                          extra={"trained_resolutions": trained, "recipe": self.recipe.name,
+                                 "dataset": self.dataset_record.to_json(),
+                                 "input": {**input_contract(self.dataset_record.channels, self.mean, self.std),
+                                           "layout": "NCHW"}})
             summary = {"recipe": self.recipe.name, "space": self.space.id, "world": self.dist.world,
                        "rank_weight_checksums": checksums,
                        "threads_per_process": self.recipe.threads, "trained_resolutions": trained,
