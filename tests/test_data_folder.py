@@ -186,10 +186,10 @@ def test_fingerprint_is_the_listing_and_survives_a_move(tmp_path, fm, monkeypatc
     assert load_image_folder(root).fingerprint == ds.fingerprint
     moved = tmp_path / "b" / "elsewhere"
     shutil.move(str(root), moved)
-    monkeypatch.setattr("ofa_edge.data.folder._decode", _no_decode)  # moved: still a cache hit
-    again = load_image_folder(moved)
+    with monkeypatch.context() as patch:  # moved: still a cache hit
+        patch.setattr("ofa_edge.data.folder._decode", _no_decode)
+        again = load_image_folder(moved)
     assert again.fingerprint == ds.fingerprint and again.test_files == ds.test_files and again.source == str(moved)
-    monkeypatch.undo()
     monkeypatch.setenv("OFA_EDGE_DATA_CACHE", str(tmp_path / "c2"))
     (moved / "Trouser" / "004.png").rename(moved / "Trouser" / "004b.png")
     renamed = load_image_folder(moved).fingerprint
@@ -213,16 +213,16 @@ def test_cache_hit_opens_no_image_and_an_edit_invalidates_it(tmp_path, fm, monke
     assert len(names) == 3 and not any(n.startswith(".") for n in names)  # headers, .npy, .json; no temp files
     assert sum(n.endswith(".npy") for n in names) == 1 and sum(n.endswith(".headers.json") for n in names) == 1
     real_open = PIL.Image.open
-    monkeypatch.setattr(PIL.Image, "open", _no_decode)
-    monkeypatch.setattr("ofa_edge.data.folder._decode", _no_decode)
-    hit = load_image_folder(root)
-    np.testing.assert_array_equal(hit.train_x, first.train_x)
-    assert hit.fingerprint == first.fingerprint and hit.test_files == first.test_files
-    same_size = load_image_folder(root, max_size=64)  # another request resolving to 28 x 28: the same entry
-    np.testing.assert_array_equal(same_size.test_x, first.test_x)
-    assert len(list(_cache.iterdir())) == 3
-    hit.train_x[0] = 0  # copy-on-write: the cache file is untouched
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(PIL.Image, "open", _no_decode)
+        patch.setattr("ofa_edge.data.folder._decode", _no_decode)
+        hit = load_image_folder(root)
+        np.testing.assert_array_equal(hit.train_x, first.train_x)
+        assert hit.fingerprint == first.fingerprint and hit.test_files == first.test_files
+        same_size = load_image_folder(root, max_size=64)  # another request resolving to 28 x 28: the same entry
+        np.testing.assert_array_equal(same_size.test_x, first.test_x)
+        assert len(list(_cache.iterdir())) == 3
+        hit.train_x[0] = 0  # copy-on-write: the cache file is untouched
     np.testing.assert_array_equal(load_image_folder(root).train_x, first.train_x)
 
     opened = []
@@ -257,14 +257,14 @@ def test_parallel_decode_matches_in_process(tmp_path, fm, monkeypatch) -> None:
 def test_scan_reads_headers_only(tmp_path, fm, monkeypatch) -> None:
     variants = [("png", "L"), ("jpg", "RGB"), ("bmp", "P"), ("png", "RGBA"), ("webp", "RGB"), ("webp", "L")]
     root = make_folder(tmp_path / "sc", fm, per_class=6, variants=variants, sizes=[None, (40, 40)])
-    monkeypatch.setattr("ofa_edge.data.decode.decode_image", _no_decode)
-    info = scan(root)
+    with monkeypatch.context() as patch:
+        patch.setattr("ofa_edge.data.decode.decode_image", _no_decode)
+        info = scan(root)
     assert info["counts"] == {"train": 15, "val": 0, "test": 3} and info["test_from"] == CARVED
     assert info["modes"] == {"RGB": 9, "L": 3, "P": 3, "RGBA": 3} and info["channels"] == 3  # WebP has no gray
     assert info["formats"] == {"PNG": 6, "WEBP": 6, "JPEG": 3, "BMP": 3}
     assert info["sizes"]["min"] == [28, 28] and info["sizes"]["max"] == [40, 40] and info["sizes"]["distinct"] == 2
     assert info["bad"] == [] and [c["name"] for c in info["classes"]] == sorted(CLASSES)
-    monkeypatch.undo()
     assert info["fingerprint"] == load_image_folder(root, image_size=32).fingerprint
 
 
