@@ -53,6 +53,12 @@ def _ledger_outside_the_repo(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _data_cache_outside_home(tmp_path_factory):
+    """Decoded image folders are cached: the suite's go to a temporary folder, never ~/.cache."""
+    os.environ.setdefault("OFA_EDGE_DATA_CACHE", str(tmp_path_factory.mktemp("data-cache")))
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
     """Two busy processes on two cores collapse throughput: tests use one torch thread."""
     try:

@@ -94,16 +94,44 @@ def _idat(path: Path) -> bytes:
     return data[i + 4:i + 4 + n]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file (the dir/0-byte cases cover it)")
-def test_unreadable_file(good, capsys) -> None:
-    victim = good / "Trouser" / "008.png"
-    victim.chmod(0)
+def test_unreadable_file(good, capsys, tmp_path) -> None:
+    """A file the user may not read. As root (CI), the command runs as user nobody, whom the
+    operating system really refuses."""
+    if os.geteuid() != 0:
+        victim = good / "Trouser" / "008.png"
+        victim.chmod(0)
+        try:
+            one_line_error(capsys, ["data", "info", str(good)], str(victim), "permission denied")
+            assert main(["data", "info", str(good), "--skip-bad"]) == 0
+            assert "1 skipped" in capsys.readouterr().out
+        finally:
+            victim.chmod(0o644)
+        return
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="ofa-edge-nobody-"))  # /tmp/pytest-of-root is private to root
     try:
-        one_line_error(capsys, ["data", "info", str(good)], str(victim), "permission denied")
-        assert main(["data", "info", str(good), "--skip-bad"]) == 0
-        assert "1 skipped" in capsys.readouterr().out
+        shared.chmod(0o755)
+        folder = shared / "ds"
+        shutil.copytree(good, folder)
+        (shared / "cache").mkdir(mode=0o777)
+        (shared / "cache").chmod(0o777)
+        victim = folder / "Trouser" / "008.png"
+        victim.chmod(0)
+        env = {**os.environ, "OFA_EDGE_DATA_CACHE": str(shared / "cache"), "HOME": str(shared / "cache")}
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                     sys.executable, "-m", "ofa_edge.cli", "data", "info", str(folder)]
+        failed = subprocess.run(as_nobody, capture_output=True, text=True, env=env, timeout=120)
+        err = failed.stderr.strip()
+        assert failed.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert str(victim) in err and "permission denied" in err, err
+        skipped = subprocess.run(as_nobody + ["--skip-bad"], capture_output=True, text=True, env=env, timeout=120)
+        assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stderr
     finally:
-        victim.chmod(0o644)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_unreadable_file_as_root_too(good, capsys, monkeypatch) -> None:
