@@ -1,6 +1,6 @@
 """Entry point for ``torchrun --nproc_per_node=N -m ofa_edge.train --recipe R --out DIR``
 (one process per GPU with ``--device cuda``; many machines with ``--nnodes`` and a rendezvous
-endpoint, see docs_snippets/multinode.md)."""
+endpoint, see README "Training on GPUs and on several machines")."""
 from __future__ import annotations
 
 import argparse
