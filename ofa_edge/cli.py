@@ -485,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ofa-edge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`ofa-edge ... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OfaEdgeError as exc:
         if args.debug:
             traceback.print_exc()

@@ -97,6 +97,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     from ofa_edge.space.checkpoint import checkpoint_file, load_supernet
 
     log, o = options.log, options
+    device = resolve_device(o.device)  # a bad --device fails before any work
     ledger = Ledger("deploy")
     torch.set_num_threads(int(os.environ.get("OFA_EDGE_THREADS", "1")))
     fmt = format_for(spec.runtime.name, spec.precision)
@@ -135,7 +136,6 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     calib = calibration.bn_images(o.bn_images)
     sub = net.extract(arch).eval()
     log(f"3/10 extract: plain network, {sum(p.numel() for p in sub.parameters()):,} parameters")
-    device = resolve_device(o.device)
     sub = recalibrate(sub, torch.from_numpy(np.ascontiguousarray(calib)), arch.resolution, device=device)
     sub = sub.cpu().eval()  # conversion and the host checks run on the CPU
     log(f"4/10 recalibrate BN: {len(calib):,} training images on {device}; verifying on {data.note}")

@@ -115,3 +115,20 @@ def test_data_info_missing_dataset_is_one_clear_line(run_cli, tmp_path):
     result = run_cli("data", "info", "fashion-mnist", "--data", str(tmp_path / "nowhere"))
     assert_clean_error(result, str(tmp_path / "nowhere"))
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["eval", "--images", "10"], ["predictor", "fit", "--samples", "2"],
+                                     ["deploy", "--spec", "local"]], ids=lambda c: c[0])
+def test_device_cuda_without_cuda_is_one_line(run_cli, command):
+    """--device cuda on a machine without CUDA (none visible): one line naming the fix."""
+    result = run_cli(*command, "--device", "cuda", "--supernet", "default", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert_clean_error(result, "CUDA is not available", "--device cpu")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_eval_on_the_cpu_in_fp32(run_cli):
+    result = run_cli("eval", "--arch", "min", "--images", "200", "--split", "val", "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["device"] == "cpu" and out["images"] == 200 and out["dataset"]["recorded"] is True
+    assert 0.5 < out["archs"][0]["top1"] <= 1.0

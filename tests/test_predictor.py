@@ -88,3 +88,17 @@ def test_shipped_predictor_ranks_held_out_subnets():
     assert tau > 0.5
     assert tau == pytest.approx(pred.report["holdout"]["kendall_tau"], abs=1e-6)
     assert pred.report["train"]["n"] >= 1000
+
+
+def test_predictor_workers_spread_over_the_visible_gpus(monkeypatch):
+    """One device per scoring process: the GPUs in turn on CUDA, the CPU otherwise."""
+    import torch
+
+    from ofa_edge.predictors.collect import worker_devices
+
+    assert worker_devices("cpu", 3) == ["cpu"] * 3
+    assert worker_devices("auto", 2) == (["cpu"] * 2 if not torch.cuda.is_available() else worker_devices("cuda", 2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert worker_devices("cuda", 5) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert worker_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]

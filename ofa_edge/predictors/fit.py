@@ -21,9 +21,14 @@ def fit_predictor(supernet: str, samples: int = 1000, holdout: int = 200, worker
                   device: str = "auto") -> dict:
     """Score subnets on the val split of the supernet's recorded dataset (or ``data``), fit the
     accuracy predictor on them and report its held-out error."""
-    from ofa_edge.evaluate import open_supernet_data
+    import torch
 
-    ledger = Ledger("predictor fit")
+    from ofa_edge.evaluate import open_supernet_data
+    from ofa_edge.ledger import gpu_ids
+    from ofa_edge.predictors.collect import worker_devices
+
+    used = sorted(set(worker_devices(device, workers)))  # a bad --device fails before any work
+    ledger = Ledger("predictor fit", gpus=[g for d in used for g in gpu_ids(torch.device(d))])
     rd, calib = open_supernet_data(supernet, data, log=print)
     folder = Path(out) if out else supernet_dir(supernet)
     net = load_supernet(supernet)

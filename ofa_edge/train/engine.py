@@ -171,9 +171,8 @@ class Trainer:
             train_x, train_y = train_x[:r.train_subset], train_y[:r.train_subset]
         self.classes = ds.classes
         self.train_x, self.train_y = torch.from_numpy(np.ascontiguousarray(train_x)), torch.from_numpy(train_y)
-        gray = self.train_x.numpy().astype(np.float32) / 255.0
-        self.mean = (float(gray.mean()),) * 3
-        self.std = (float(gray.std()),) * 3
+        mean, std = _pixel_mean_std(train_x)
+        self.mean, self.std = (mean,) * 3, (std,) * 3
         self.calibration = Calibration.from_train(train_x)
         n_val = r.eval_images or len(splits.val_x)
         self.eval_data = EvalData.from_arrays(self.calibration.bn_images(r.bn_calibration_images),
@@ -511,6 +510,19 @@ class Trainer:
             record(entry, recipe=self.recipe.name, run=str(self.out))
         D.barrier(self.dist)
         return summary
+
+
+def _pixel_mean_std(x: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
+    """Mean and standard deviation of all pixel values of uint8 images, in [0, 1], accumulated
+    in float64 over chunks (a large image folder never becomes one float array)."""
+    total = total_sq = 0.0
+    for i in range(0, len(x), chunk):
+        part = x[i:i + chunk].astype(np.float64) / 255.0
+        total += float(part.sum())
+        total_sq += float(np.square(part).sum())
+    n = max(1, x.size)
+    mean = total / n
+    return mean, float(np.sqrt(max(0.0, total_sq / n - mean * mean)))
 
 
 def _metrics_line(m: dict) -> str:
