@@ -4,7 +4,7 @@ Builds a 10-class image folder from Fashion-MNIST (``train/`` 5,000 images from 
 ``test/`` from its t10k part; PNG, JPEG, BMP and WEBP, gray and RGB, 28-32 px), then runs the
 commands a user runs (``ofa-edge train --recipe recipes/quick.yaml --data FOLDER``, then
 ``ofa-edge eval --split test`` on the largest and smallest subnets) and writes
-``benchmarks/results/quick_recipe.json``. The goal: at most 10 minutes of training on this 2-core
+``benchmarks/results/quick_recipe.json`` (or ``$OFA_EDGE_RESULTS``). The goal: at most 10 minutes of training on this 2-core
 machine, and the largest subnet at least 85% test top-1.
 
     python benchmarks/bench_quick_recipe.py [--train-images 5000] [--test-images 2000] [--tiny]
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import write_results  # noqa: E402
 CLASSES = ["ankle boot", "bag", "coat", "dress", "pullover", "sandal", "shirt", "sneaker", "trouser", "tshirt"]
 
 
@@ -52,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-images", type=int, default=2000)
     p.add_argument("--recipe", default=str(REPO / "recipes" / "quick.yaml"))
     p.add_argument("--tiny", action="store_true", help="200 images and a 1-epoch recipe (for tests)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quick_recipe.json"))
     args = p.parse_args(argv)
     recipe = Path(args.recipe)
     with tempfile.TemporaryDirectory(prefix="ofa-edge-quick-") as tmp:
@@ -75,20 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         evals = json.loads(ofa_edge("eval", "--supernet", str(work / "run"), "--arch", "max", "--arch", "min",
                                     "--split", "test", "--json", env=env).stdout)
         run = json.loads((work / "run" / "run.json").read_text())
-    result = {
-        "recipe": str(recipe.relative_to(REPO)) if recipe.is_relative_to(REPO) else recipe.name,
-        "date": time.strftime("%Y-%m-%d"), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                                      "processor": platform.processor()},
-        "images": {"train_folder": args.train_images, "test_folder": args.test_images},
-        "train_wall_s": round(train_s, 1), "ledger": run["ledger"],
+    figures = {
+        "train_wall_s": round(train_s, 1), "ledger": run["ledger"], "test_images": evals["images"],
         "test_top1": {"largest": evals["archs"][0]["top1"], "smallest": evals["archs"][1]["top1"]},
-        "archs": evals["archs"], "test_images": evals["images"], "goal": {"train_wall_s_max": 600, "largest_min": 0.85},
+        "archs": evals["archs"], "goal": {"train_wall_s_max": 600, "largest_min": 0.85},
     }
-    result["goal_met"] = train_s <= 600 and result["test_top1"]["largest"] >= 0.85
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"quick recipe: {train_s:.0f} s of training; test top-1 largest {result['test_top1']['largest']:.2%}, "
-          f"smallest {result['test_top1']['smallest']:.2%} on {evals['images']:,} images -> {args.out}")
+    figures["goal_met"] = train_s <= 600 and figures["test_top1"]["largest"] >= 0.85
+    settings = {"recipe": str(recipe.relative_to(REPO)) if recipe.is_relative_to(REPO) else recipe.name,
+                "tiny": args.tiny, "train_folder_images": args.train_images, "test_folder_images": args.test_images,
+                "source": "Fashion-MNIST as PNG/JPEG/BMP/WEBP, gray and RGB, 28-32 px"}
+    path = write_results("quick_recipe", figures, settings)
+    print(f"quick recipe: {train_s:.0f} s of training; test top-1 largest {figures['test_top1']['largest']:.2%}, "
+          f"smallest {figures['test_top1']['smallest']:.2%} on {evals['images']:,} images -> {path}")
     return 0
 
 

@@ -152,3 +152,19 @@ def test_bench_supernet_tiny(tmp_path):
     f = _results(tmp_path, "supernet")
     assert f["inference_ratio_supernet_over_subnet"] > 0 and f["training_ratio_4_subnets_over_static_largest"] > 0
     assert f["cost_model_calls_per_s"] > 0 and f["arch_costs"]["macs"] > 0
+
+
+def test_bench_decode_tiny(tmp_path):
+    require_fmnist()
+    _script("bench_decode.py", tmp_path, "--tiny")
+    f = _results(tmp_path, "decode")
+    assert f["images"] == 500 and f["cold_s"] > 0 and f["warm_s"] > 0
+
+
+def test_bench_quick_recipe_tiny(tmp_path):
+    """The user's commands on a folder: train recipes/quick.yaml (1 epoch here) with --data, eval."""
+    require_fmnist()
+    _script("bench_quick_recipe.py", tmp_path, "--tiny")
+    f = _results(tmp_path, "quick_recipe")
+    assert f["test_images"] == 100 and f["train_wall_s"] > 0 and 0 <= f["test_top1"]["largest"] <= 1
+    assert f["ledger"]["command"] == "train"
