@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ofa_edge.data.splits import Splits, _resolve_count, train_val_split
 from ofa_edge.errors import DataError
 
 RECORD_VERSION = 1
@@ -121,26 +122,15 @@ def input_contract(source_channels: int, mean, std) -> dict[str, Any]:
 # ---------------------------------------------------------------- opening the images of a record
 
 
-@dataclass(frozen=True)
-class RecordData:
-    """The images a command scores, with labels in the record's class order."""
+@dataclass(frozen=True, eq=False)
+class RecordData(Splits):
+    """The splits a command scores, labels in the record's class order, and where they came from."""
 
-    record: DatasetRecord
-    source: str                     # where the images were read
-    matches: bool                   # the images are the recorded dataset (fingerprint equal)
-    note: str                       # which split is scored, in words
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
+    record: DatasetRecord = LEGACY_RECORD
+    source: str = ""                # where the images were read
+    matches: bool = False           # the images are the recorded dataset (fingerprint equal)
+    note: str = ""                  # which split is scored, in words
     skipped: int = 0
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in ("train", "val", "test"):
-            raise DataError(f"unknown split {name!r}; use train, val or test")
-        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
 
 
 def _norm(name: str) -> str:
@@ -194,8 +184,6 @@ def open_record_data(record: DatasetRecord, data: str | os.PathLike | None = Non
     ``test/`` folder, t10k or ``x_test``), or every image when they have none; val is carved by
     the record's rule. ``log`` receives one line saying which split is scored.
     """
-    from ofa_edge.data.splits import _resolve_count, train_val_split
-
     ds = _load(record, data, skip_bad)
     fp = getattr(ds, "fingerprint", None) or {}
     if record.legacy:  # no fingerprint recorded: Fashion-MNIST's IDX files are the recorded dataset
@@ -227,9 +215,9 @@ def open_record_data(record: DatasetRecord, data: str | os.PathLike | None = Non
     tr, va = train_val_split(train_y, n_val, seed=record.seed) if n_val else (np.arange(len(train_y)), np.zeros(0, np.int64))
     if log:
         log(note)
-    return RecordData(record=record, source=ds.source, matches=matches, note=note,
-                      train_x=train_x[tr], train_y=train_y[tr], val_x=train_x[va], val_y=train_y[va],
-                      test_x=test_x, test_y=test_y, skipped=len(getattr(ds, "skipped", ()) or ()))
+    return RecordData(train_x=train_x[tr], train_y=train_y[tr], val_x=train_x[va], val_y=train_y[va],
+                      test_x=test_x, test_y=test_y, seed=record.seed, record=record, source=ds.source,
+                      matches=matches, note=note, skipped=len(getattr(ds, "skipped", ()) or ()))
 
 
 # ---------------------------------------------------------------- calibration images kept with a run

@@ -101,6 +101,12 @@ class Splits:
         """Number of samples in each split."""
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
 
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of ``name``: train, val or test."""
+        if name not in ("train", "val", "test"):
+            raise DataError(f"unknown split {name!r}; use train, val or test")
+        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+
 
 def make_splits(ds: Dataset, val_size: int | float = 5000, seed: int = 0) -> Splits:
     """Carve a stratified validation set out of ``ds``'s train part; leave test untouched."""
