@@ -238,8 +238,9 @@ def _finish(spec, o, net, ckpt, arch, row, sub, data, quant_x, staging, fmt, led
         "arch": str(arch), "costs": net.costs(arch).to_json(), "format": fmt.name, "conversion": conversion,
         "accuracy": {"host_fp32": host_fp32, converted_key: host["top1"], "device": found["device_top1"],
                      "device_runtime": found["device_runtime"], "images": len(images), "split": "test"},
-        "dataset": {"kind": rec.kind, "ref": rec.ref, "fingerprint": rec.fingerprint, "classes": list(rec.classes),
-                    "scored": data.source, "recorded": data.matches, "note": data.note},
+        "dataset": {"kind": rec.kind, "ref": rec.ref, "fingerprint": rec.fingerprint or data.fingerprint,
+                    "classes": list(rec.classes), "scored": data.source, "scored_fingerprint": data.fingerprint,
+                    "recorded": data.matches, "note": data.note},
         "agreement": found["agreement"],
         "latency_ms": {"predicted": row["predicted"]["latency_ms"], "statistic": found["statistic"],
                        "source": found["latency_source"], "measured": found["measured"]},
@@ -396,7 +397,12 @@ def _report(m: dict) -> str:
              f"- accuracy on {acc['images']:,} test images: host fp32 {acc['host_fp32']:.2%}, "
              f"device {acc['device']:.2%} ({(acc.get('device_runtime') or {}).get('name')}); "
              f"agreement with the host reference {m['agreement']:.2%}",
-             f"- latency: {latency}"]
+             f"- latency: {latency}",
+             f"- dataset: {m['dataset']['note']}; {len(m['dataset']['classes'])} classes "
+             f"({', '.join(m['dataset']['classes'][:5])}{', ...' if len(m['dataset']['classes']) > 5 else ''})",
+             f"- input: {m['input']['channels']} channels {m['input']['color']} in "
+             f"[{m['input']['range'][0]:g}, {m['input']['range'][1]:g}], {m['input']['resize']} resize; the "
+             f"normalisation is inside the model (do not apply mean/std)"]
     if "memory" in m:
         mem = m["memory"]
         lines.append(f"- memory: TFLite Micro arena {mem['arena_kb']:.1f} KiB (the cost model estimated "

@@ -155,7 +155,8 @@ def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: i
     rows = [{"arch": str(a), "top1": evaluate_arch(net, net.space.validate(a), data_)} for a in archs]
     result = {"supernet": str(supernet), "space": net.space.id, "split": split, "images": len(x),
               "dataset": {"source": rd.source, "recorded": rd.matches, "note": rd.note,
-                          "fingerprint": rd.record.fingerprint, "classes": list(rd.record.classes)},
+                          "fingerprint": rd.record.fingerprint or rd.fingerprint, "scored_fingerprint": rd.fingerprint,
+                          "classes": list(rd.record.classes)},
               "device": str(dev), "bn_calibration_images": len(data_.calib_x), "archs": rows,
               "median_top1": statistics.median(r["top1"] for r in rows)}
     if split == "test":

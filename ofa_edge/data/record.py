@@ -87,7 +87,8 @@ class DatasetRecord:
         """One line: what and where."""
         n = self.fingerprint.get("files")
         count = f", {n:,} files" if isinstance(n, int) else ""
-        return f"{self.kind} {self.ref} ({len(self.classes)} classes{count})"
+        where = self.kind if self.ref == self.kind else f"{self.kind} {self.ref}"
+        return f"{where} ({len(self.classes)} classes{count})"
 
 
 #: What a checkpoint without a dataset record was trained on.
@@ -130,6 +131,7 @@ class RecordData(Splits):
     source: str = ""                # where the images were read
     matches: bool = False           # the images are the recorded dataset (fingerprint equal)
     note: str = ""                  # which split is scored, in words
+    fingerprint: dict = field(default_factory=dict)  # of the images read
     skipped: int = 0
 
 
@@ -217,7 +219,7 @@ def open_record_data(record: DatasetRecord, data: str | os.PathLike | None = Non
         log(note)
     return RecordData(train_x=train_x[tr], train_y=train_y[tr], val_x=train_x[va], val_y=train_y[va],
                       test_x=test_x, test_y=test_y, seed=record.seed, record=record, source=ds.source,
-                      matches=matches, note=note, skipped=len(getattr(ds, "skipped", ()) or ()))
+                      matches=matches, note=note, fingerprint=dict(fp), skipped=len(getattr(ds, "skipped", ()) or ()))
 
 
 # ---------------------------------------------------------------- calibration images kept with a run

@@ -45,7 +45,7 @@ def fit_predictor(supernet: str, samples: int = 1000, holdout: int = 200, worker
                         "resolutions": resolutions, "val_images": len(rd.val_y),
                         "bn_calibration_images": len(calib.bn_images(2000)),
                         "dataset": {"source": rd.source, "recorded": rd.matches,
-                                    "fingerprint": rd.record.fingerprint},
+                                    "fingerprint": rd.fingerprint},
                         "ledger": entry.to_json()}
     path = predictor.save(folder / PREDICTOR_NAME)
     with open(folder / HOLDOUT_NAME, "w") as f:
