@@ -183,3 +183,28 @@ def test_deploy_the_folder_supernet_to_this_machine(own, run_cli):
     assert 0 <= acc["device"] <= 1 and manifest["agreement"] >= 0.99
     assert manifest["input"]["normalization_in_model"] is True and "mean" not in manifest["input"]
     assert result.returncode == 0, manifest["verification"]
+
+
+def test_deploy_without_the_training_set(own, run_cli, tmp_path):
+    """The training folder is gone: BN recalibration and int8 calibration come from the images
+    kept with the run, and the bundle is verified on the user's held-out folder (--data)."""
+    from ofa_edge.data import load_fashion_mnist
+
+    fm = load_fashion_mnist()
+    held = tmp_path / "held out"
+    write_folder(held / "test", fm.test_x, fm.test_y, CLASSES, 10)
+    write_folder(held / "train", fm.test_x, fm.test_y, CLASSES, 3, offset=10)
+    away = own["folder"].with_name("moved away")
+    own["folder"].rename(away)
+    try:
+        out = tmp_path / "bundles"
+        result = run_cli("deploy", "--spec", str(own["spec"]), "--supernet", str(own["run"]), "--runs",
+                         str(own["root"] / "runs"), "--out", str(out), "--no-bench", "--data", str(held),
+                         env=own["env"])
+    finally:
+        away.rename(own["folder"])
+    assert result.returncode in (0, 1), result.stderr
+    manifest = json.loads((out / "own-local" / "manifest.json").read_text())
+    assert manifest["dataset"]["recorded"] is False and manifest["dataset"]["scored"] == str(held.resolve())
+    assert manifest["accuracy"]["images"] == 10 * len(CLASSES)  # its own test/ split
+    assert "its own test split" in manifest["dataset"]["note"]

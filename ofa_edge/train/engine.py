@@ -18,7 +18,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ofa_edge.data import load_dataset, make_splits
 from ofa_edge.data.record import Calibration, DatasetRecord, input_contract, save_calibration
@@ -42,10 +41,9 @@ from ofa_edge.space.searchspace import SearchSpace
 from ofa_edge.space.supernet import OFASupernet
 from ofa_edge.train import distributed as D
 from ofa_edge.train.augment import augment_batch
+from ofa_edge.train.checkpointing import CKPT, read_checkpoint, write_checkpoint
 from ofa_edge.train.device import amp_dtype, autocast, resolve_device
 from ofa_edge.train.recipe import Phase, Recipe
-
-CKPT = "checkpoint"
 
 
 class TrainingInterrupted(OfaEdgeError):
@@ -413,21 +411,7 @@ class Trainer:
             if inside_phase:
                 tensors = {f"momentum/{name}": opt.state[p]["momentum_buffer"].detach().cpu().contiguous()
                            for name, p in self.net.named_parameters() if "momentum_buffer" in opt.state.get(p, {})}
-            tmp = self.out / f".{CKPT}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_supernet(self.net, tmp / "supernet.safetensors")
-            save_file(tensors or {"empty": torch.zeros(1)}, str(tmp / "trainer.safetensors"))
-            if self.teacher is not None:
-                save_file({k: v.detach().cpu().contiguous() for k, v in self.teacher.state_dict().items()},
-                          str(tmp / "teacher.safetensors"))
-            (tmp / "state.json").write_text(json.dumps(state, indent=1))
-            final, old = self.out / CKPT, self.out / f".{CKPT}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if final.exists():
-                final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
+            write_checkpoint(self.out, self.net, state, tensors, self.teacher)
             if metrics is not None:
                 metrics.update({"wall_s": state["elapsed_wall_s"], "cpu_s": state["elapsed_cpu_s"]})
                 with open(self.out / "metrics.jsonl", "a") as f:
@@ -436,18 +420,9 @@ class Trainer:
         D.barrier(self.dist)
 
     def _load_checkpoint(self) -> None:
-        from ofa_edge.space.checkpoint import CheckpointError, load_checkpoint, load_state
+        from ofa_edge.space.checkpoint import load_checkpoint, load_state
 
-        ckpt = self.out / CKPT
-        if not ckpt.exists() and (self.out / f".{CKPT}.old").exists():
-            ckpt = self.out / f".{CKPT}.old"  # a crash between the two renames
-        if not (ckpt / "state.json").is_file():
-            raise OfaEdgeError(f"{self.out}: no checkpoint to resume (expected {ckpt}/state.json)")
-        try:
-            state = json.loads((ckpt / "state.json").read_text())
-            trainer = load_file(str(ckpt / "trainer.safetensors"))
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"{ckpt}: corrupt training checkpoint ({type(exc).__name__}: {exc})") from None
+        ckpt, state, trainer = read_checkpoint(self.out)
         if state.get("recipe_fingerprint") != self.recipe.model_dump_json():
             raise OfaEdgeError(f"{self.out} was trained with a different recipe ({state.get('recipe')}); "
                                "resume with the same recipe file")
