@@ -248,7 +248,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                                         device=args.device))
     if result.passed:
         return 0
-    failed = [c["name"] for c in result.manifest["verification"]["checks"] if not c["passed"] and c["level"] == "fail"]
+    failed = [f"{c['name']}: {c['figure']} against {c['threshold']}"
+              for c in result.manifest["verification"]["checks"] if not c["passed"] and c["level"] == "fail"]
     print(f"ofa-edge: verification failed: {'; '.join(failed)} (see {result.bundle / 'report.md'})", file=sys.stderr)
     return 1
 

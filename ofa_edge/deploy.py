@@ -9,8 +9,9 @@ Host checks follow the format table (``converters.FORMATS``): fp32 outputs withi
 fp16 labels agreeing with torch fp32 on >= 99.5% of images, full-int8 with no float tensor.
 Verification (DESIGN.md §7): device labels agree with the host's reference interpreter on the
 same file on >= 99.5% of images; the int8 drop from fp32 is <= 1 point (warn), <= 2 (fail);
-the file the device ran has the sha256 that was pushed; measured latency is compared with the
-prediction (a warning past 10%).
+the file the device ran has the sha256 that was pushed; the measured latency is within the
+latency budget (fail) and is compared with the prediction (a warning past 10%). A deploy that
+fails verification writes ``<out>/<spec>.failed/`` and leaves ``<out>/<spec>/`` as it was.
 
 An MCU-class spec (no transport) has no device to push to: steps 7-9 become the C array (and a
 compile check), TFLite Micro's own interpreter on the host (accuracy, agreement with the TFLite
@@ -221,7 +222,7 @@ def _finish(spec, o, net, ckpt, arch, row, sub, data, quant_x, staging, fmt, led
         if spec.connection.transport == "none":
             found = _on_micro(spec, o, model_path, staging, test_file, host, row, budgets)
         else:
-            found = _on_device(spec, o, fmt, model_path, test_file, host, row)
+            found = _on_device(spec, o, fmt, model_path, test_file, host, row, budgets)
     finally:
         shutil.rmtree(test_file.parent, ignore_errors=True)
     checks = found.pop("checks_first") + checks + found.pop("checks")
@@ -259,7 +260,8 @@ def _finish(spec, o, net, ckpt, arch, row, sub, data, quant_x, staging, fmt, led
     os.chmod(staging, 0o755)  # mkdtemp/mkstemp make private files; a bundle is for sharing
     for f in staging.iterdir():
         os.chmod(f, 0o644)
-    bundle = Path(o.out) / spec.name
+    # a failed deploy never replaces a bundle: it goes to <spec>.failed/, <spec>/ stays as it was
+    bundle = Path(o.out) / (spec.name if passed else f"{spec.name}.failed")
     old = None
     if bundle.exists():
         old = bundle.with_name(f".{spec.name}-old-{os.getpid()}")
@@ -276,7 +278,7 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, row: dict) -> dict:
+def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, row: dict, budgets: dict) -> dict:
     """Steps 7-9 on a device with a transport: push, evaluate, time."""
     from ofa_edge.devices.bench import device_identity
     from ofa_edge.devices.session import DeviceSession
@@ -306,9 +308,21 @@ def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, row: dict
                                 on_device["sha256"][:16], pushed[:16])],
         "checks": [_check("device labels agree with the host reference", agreement >= o.agreement_min,
                           round(agreement, 4), o.agreement_min),
+                   *_latency_budget_check(measured, budgets.get("latency_ms"), STATISTIC),
                    _check("measured latency vs predicted", off <= o.latency_warn, round(off, 4), o.latency_warn,
                           level="warn")],
     }
+
+
+def _latency_budget_check(measured: float, budget: float | None, statistic: str) -> list[dict]:
+    """Measured latency against the budget: a failing check (a budget is a promise), none without
+    a latency budget."""
+    if budget is None:
+        return []
+    return [_check(f"measured latency ({statistic}) within the budget (ms)", measured <= budget,
+                   round(measured, 4), budget,
+                   note="" if measured <= budget else f"re-bench the device (ofa-edge bench --spec ...) or "
+                                                      f"raise the budget: {measured:.3f} ms > {budget:g} ms")]
 
 
 def _on_micro(spec, o, model_path: Path, staging: Path, data: Path, host: dict, row: dict, budgets: dict) -> dict:

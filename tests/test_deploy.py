@@ -166,10 +166,29 @@ def test_cli_deploy_exits_1_and_lists_the_failed_checks(monkeypatch, capsys, tmp
     from ofa_edge.deploy import DeployResult
 
     failed = {"verification": {"passed": False, "checks": [
-        {"name": "the device ran the file that was pushed", "passed": False, "level": "fail"},
-        {"name": "measured latency vs predicted", "passed": False, "level": "warn"}]}}
+        {"name": "the device ran the file that was pushed", "passed": False, "level": "fail",
+         "figure": "c3dc1b39", "threshold": "a1b2c3d4"},
+        {"name": "measured latency vs predicted", "passed": False, "level": "warn", "figure": 0.2, "threshold": 0.1}]}}
     monkeypatch.setattr(deploy_module, "deploy", lambda spec, options: DeployResult(tmp_path, False, failed))
     assert main(["deploy", "--spec", "local"]) == 1
     err = capsys.readouterr().err
-    assert "verification failed: the device ran the file that was pushed" in err and "latency" not in err
+    assert "verification failed: the device ran the file that was pushed: c3dc1b39 against a1b2c3d4" in err
+    assert "latency" not in err
     assert str(tmp_path / "report.md") in err
+
+
+def test_over_budget_fails_and_never_replaces_a_passed_bundle(benched):
+    """A budget is a promise: the same subnet under a budget it cannot meet fails a check (not a
+    warning), goes to <spec>.failed/, and the bundle that passed before is left byte for byte."""
+    root, specs = benched
+    out = root / "promise"
+    good = deploy(specs["local"], _options(root, out=out))
+    assert good.passed and good.bundle == out / specs["local"].name
+    before = {p.name: p.read_bytes() for p in good.bundle.iterdir()}
+    measured = good.manifest["latency_ms"]["measured"][good.manifest["latency_ms"]["statistic"]]
+    bad = deploy(specs["local"], _options(root, out=out, arch=good.manifest["arch"], latency_ms=measured / 10))
+    assert not bad.passed and bad.bundle == out / f"{specs['local'].name}.failed"
+    (check,) = [c for c in bad.manifest["verification"]["checks"] if "within the budget" in c["name"]]
+    assert check["level"] == "fail" and not check["passed"] and check["threshold"] == measured / 10
+    assert {p.name: p.read_bytes() for p in good.bundle.iterdir()} == before
+    assert _check_bundle(bad.bundle)["verification"]["passed"] is False

@@ -175,7 +175,8 @@ def test_deploy_the_folder_supernet_to_this_machine(own, run_cli):
     result = run_cli("deploy", "--spec", str(own["spec"]), "--supernet", str(own["run"]), "--runs",
                      str(own["root"] / "runs"), "--out", str(out), "--no-bench", env=own["env"])
     assert result.returncode in (0, 1), result.stderr  # 1: verification failed, reported in the bundle
-    manifest = json.loads((out / "own-local" / "manifest.json").read_text())
+    bundle = out / ("own-local" if result.returncode == 0 else "own-local.failed")  # a failed one never replaces
+    manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["dataset"]["fingerprint"] == record.fingerprint
     assert manifest["dataset"]["classes"] == CLASSES and manifest["dataset"]["recorded"] is True
     acc = manifest["accuracy"]
@@ -204,7 +205,8 @@ def test_deploy_without_the_training_set(own, run_cli, tmp_path):
     finally:
         away.rename(own["folder"])
     assert result.returncode in (0, 1), result.stderr
-    manifest = json.loads((out / "own-local" / "manifest.json").read_text())
+    bundle = out / ("own-local" if result.returncode == 0 else "own-local.failed")  # a failed one never replaces
+    manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["dataset"]["recorded"] is False and manifest["dataset"]["scored"] == str(held.resolve())
     assert manifest["accuracy"]["images"] == 10 * len(CLASSES)  # its own test/ split
     assert "its own test split" in manifest["dataset"]["note"]
