@@ -210,3 +210,21 @@ def test_deploy_without_the_training_set(own, run_cli, tmp_path):
     assert manifest["dataset"]["recorded"] is False and manifest["dataset"]["scored"] == str(held.resolve())
     assert manifest["accuracy"]["images"] == 10 * len(CLASSES)  # its own test/ split
     assert "its own test split" in manifest["dataset"]["note"]
+
+
+def test_predictor_fit_on_other_images_keeps_its_scores_apart(own, run_cli, tmp_path):
+    """Scores are cached per arch: a fit on another dataset (--data) must not reuse or extend the
+    recorded dataset's scores."""
+    from ofa_edge.data import load_fashion_mnist
+
+    fm = load_fashion_mnist()
+    other = tmp_path / "other"
+    write_folder(other, fm.test_x, fm.test_y, CLASSES, 12)
+    out = tmp_path / "fit"
+    result = run_cli("predictor", "fit", "--supernet", str(own["run"]), "--samples", "2", "--holdout", "1",
+                     "--workers", "1", "--data", str(other), "--out", str(out), env=own["env"])
+    assert result.returncode == 0, result.stderr
+    assert "not the dataset the supernet was trained on" in result.stdout
+    assert not (out / "accuracy_data.jsonl").exists() and len(list(out.glob("accuracy_data.*.jsonl"))) == 1
+    report = json.loads((out / "accuracy_predictor.json").read_text())["report"]
+    assert report["dataset"]["recorded"] is False and report["dataset"]["source"] == str(other.resolve())

@@ -34,7 +34,9 @@ def fit_predictor(supernet: str, samples: int = 1000, holdout: int = 200, worker
     net = load_supernet(supernet)
     resolutions = read_header(supernet).get("trained_resolutions") or list(net.space.preset.resolutions)
     train_archs, holdout_archs = choose_archs(net.space, samples, holdout, resolutions, seed)
-    scores = measure(supernet, train_archs + holdout_archs, folder / DATA_NAME, workers=workers, data=data,
+    # scores are cached per arch: scores on other images (--data with another fingerprint) get their own file
+    cache = folder / (DATA_NAME if rd.matches else f"accuracy_data.{rd.fingerprint.get('sha256', 'other')[:12]}.jsonl")
+    scores = measure(supernet, train_archs + holdout_archs, cache, workers=workers, data=data,
                      calib_images=2000, device=device, progress=progress)
     y_train = np.array([scores[str(a)] for a in train_archs])
     y_hold = np.array([scores[str(a)] for a in holdout_archs])
