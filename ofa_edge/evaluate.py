@@ -79,26 +79,32 @@ def supernet_record(supernet: str):
     return record_from_header(read_header(checkpoint_file(supernet)))
 
 
-def open_supernet_data(supernet: str, data: str | None = None, log=None):
-    """(RecordData, Calibration) for a supernet: its recorded images (or ``data``), and the BN/int8
-    calibration images stored with the run (or taken from the recorded training split)."""
-    from ofa_edge.data.record import Calibration, load_calibration, open_record_data
-    from ofa_edge.space.checkpoint import supernet_dir
-
-    record = supernet_record(supernet)
-    rd = open_record_data(record, data, log=log)
-    stored = None if record.legacy else load_calibration(supernet_dir(supernet))
-    return rd, stored if stored is not None else Calibration.from_data(rd)
-
-
-def stored_calibration(supernet: str, data: str | None = None, log=None):
-    """The calibration images of a supernet without loading the dataset when the run stored them."""
+def _kept_calibration(supernet: str, record):
+    """The calibration images a run kept in its folder (None for a checkpoint without a record)."""
     from ofa_edge.data.record import load_calibration
     from ofa_edge.space.checkpoint import supernet_dir
 
+    return None if record.legacy else load_calibration(supernet_dir(supernet))
+
+
+def open_supernet_data(supernet: str, data: str | None = None, log=None):
+    """(RecordData, Calibration) for a supernet: its recorded images (or ``data``), and the BN/int8
+    calibration images stored with the run (or taken from the recorded training split)."""
+    from ofa_edge.data.record import Calibration, open_record_data
+
     record = supernet_record(supernet)
-    stored = None if record.legacy else load_calibration(supernet_dir(supernet))
-    return stored if stored is not None else open_supernet_data(supernet, data, log)[1]
+    rd = open_record_data(record, data, log=log)
+    kept = _kept_calibration(supernet, record)
+    return rd, kept if kept is not None else Calibration.from_data(rd)
+
+
+def stored_calibration(supernet: str, data: str | None = None, log=None):
+    """The calibration images of a supernet, without loading the dataset when the run kept them."""
+    from ofa_edge.data.record import Calibration, open_record_data
+
+    record = supernet_record(supernet)
+    kept = _kept_calibration(supernet, record)
+    return kept if kept is not None else Calibration.from_data(open_record_data(record, data, log=log))
 
 
 def parse_arch_specs(space, specs: list[str], seed: int = 0, resolutions: list[int] | None = None) -> list[Arch]:

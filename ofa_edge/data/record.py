@@ -132,7 +132,6 @@ class RecordData(Splits):
     matches: bool = False           # the images are the recorded dataset (fingerprint equal)
     note: str = ""                  # which split is scored, in words
     fingerprint: dict = field(default_factory=dict)  # of the images read
-    skipped: int = 0
 
 
 def _norm(name: str) -> str:
@@ -219,7 +218,7 @@ def open_record_data(record: DatasetRecord, data: str | os.PathLike | None = Non
         log(note)
     return RecordData(train_x=train_x[tr], train_y=train_y[tr], val_x=train_x[va], val_y=train_y[va],
                       test_x=test_x, test_y=test_y, seed=record.seed, record=record, source=ds.source,
-                      matches=matches, note=note, fingerprint=dict(fp), skipped=len(getattr(ds, "skipped", ()) or ()))
+                      matches=matches, note=note, fingerprint=dict(fp))
 
 
 # ---------------------------------------------------------------- calibration images kept with a run
