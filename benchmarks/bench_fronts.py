@@ -97,10 +97,10 @@ def measure(spec, rows: list[dict], images: int, log=print) -> list[dict]:
             log(f"[{i + 1}/{len(rows)}] {row['set']:8s} {row['arch'][:40]}... fp32 {fp32:.2%}, "
                 f"device {device['top1']:.2%}")
         timing = dev.run("time", *[a for row in rows for a in ("--model", row.pop("remote"))], *dev.timing_args())
-    from ofa_edge.predictors.latency import STATISTIC
-
+    key = spec.measure.statistic_key
     for row, t in zip(rows, timing["models"]):
-        row.update(latency_ms=t[STATISTIC], median_ms=t["median_ms"], iqr_ms=t["iqr_ms"])
+        row.update(latency_ms=t[key], statistic=spec.measure.statistic, p10_ms=t["p10_ms"], p50_ms=t["p50_ms"],
+                   p90_ms=t["p90_ms"], iqr_ms=t["iqr_ms"])
     return rows
 
 
@@ -179,7 +179,8 @@ def run(args, spec_path, bench_first: bool = False) -> int:
     else:
         rows = candidates(spec, args.supernet, Path(args.runs), 6 if args.quick else 10, resolutions)
     rows = measure(spec, rows, images)
-    figures = {"spec": spec.name, "rows": rows, "headline": headline(rows), "wall_s": time.time() - t0}
+    figures = {"spec": spec.name, "statistic": spec.measure.statistic, "rows": rows, "headline": headline(rows),
+               "wall_s": time.time() - t0}
     path = write_results(args.name or f"fronts_{spec.name}", figures,
                          {"quick": args.quick, "tiny": args.tiny, "images": images, "resolutions": resolutions, "uniform": UNIFORM,
                           "supernet": args.supernet, "runs": args.runs, "slowed": args.slowed})

@@ -192,6 +192,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(spec, options)
     print(f"measured {result.measured_now} models now ({result.converted_now} converted, {result.from_cache} "
           f"from the cache); {result.blocks} blocks and {result.subnets} whole subnets in {result.folder}")
+    d = result.drift
+    if d.get("calls"):
+        print(f"drift monitor: {d['calls']} runner calls, {d['calls_over_limit']} drifted over "
+              f"{d['limit']:.0%} (largest {d['max_abs_drift']:.1%}); {d['passes_remeasured']} model-passes "
+              f"re-measured, {d['passes_flagged']} kept flagged")
     return 0
 
 
@@ -238,6 +243,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
     if args.eval_images < 1:
         raise OfaEdgeError("--eval-images must be at least 1")
+    if args.candidates < 1:
+        raise OfaEdgeError("--candidates must be at least 1")
     if args.drop_warn > args.drop_fail:
         raise OfaEdgeError(f"--drop-warn {args.drop_warn} is above --drop-fail {args.drop_fail}")
     spec = load_spec(resolve_spec_path(args.spec))
@@ -245,12 +252,17 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                                         latency_ms=args.latency_ms, sram_kb=args.sram_kb, flash_kb=args.flash_kb,
                                         arch=args.arch, eval_images=args.eval_images, no_bench=args.no_bench,
                                         drop_warn=args.drop_warn, drop_fail=args.drop_fail, data=args.data,
-                                        device=args.device))
+                                        device=args.device, candidates=args.candidates,
+                                        break_lock=args.break_lock))
     if result.passed:
         return 0
     failed = [f"{c['name']}: {c['figure']} against {c['threshold']}"
               for c in result.manifest["verification"]["checks"] if not c["passed"] and c["level"] == "fail"]
     print(f"ofa-edge: verification failed: {'; '.join(failed)} (see {result.bundle / 'report.md'})", file=sys.stderr)
+    latency = result.manifest.get("latency_ms") or {}
+    if latency.get("measured") and latency.get("budget") and latency["measured"]["value"] > latency["budget"]:
+        print(f"ofa-edge: {latency['choice']}; re-bench with ofa-edge bench --spec {spec.source or spec.name}, "
+              "or raise the budget", file=sys.stderr)
     return 1
 
 
@@ -422,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--runs", default="runs", help="bench tables (default runs); bench --quick runs first if missing")
     dp.add_argument("--no-bench", action="store_true", help="stop instead of benching when there is no predictor")
     dp.add_argument("--eval-images", type=int, default=2000, help="test images evaluated on the device")
+    dp.add_argument("--candidates", type=int, default=3,
+                    help="at most this many subnets converted and timed on the device; over the budget, deploy "
+                         "searches again with the budget scaled by measured/predicted (default 3)")
+    dp.add_argument("--break-lock", action="store_true", help="take the device's bench lock even if another "
+                                                              "bench seems to hold it")
     dp.add_argument("--out", default="bundles", help="bundles go to OUT/<spec name>/ (default bundles)")
     _data_flags(dp, "BN recalibration")
     dp.set_defaults(func=_cmd_deploy)

@@ -2,21 +2,25 @@
 
 Steps, one line of output each: load (supernet and the device's latency predictor, benching
 first when there is none), search (or ``--arch``), extract, recalibrate BN, convert to the spec's
-format, check on the host, push, evaluate on the device on the untouched test split, time on the
-device, write the bundle (a temp dir, then a rename) with ``manifest.json`` and ``report.md``.
+format and time it on the device with the bench's protocol (``ofa_edge.candidates``: over the
+budget, search again, at most ``--candidates`` subnets), check on the host, push, evaluate on the
+device on the untouched test split, write the bundle (a temp dir, then a rename) with
+``manifest.json`` and ``report.md``.
 
 Host checks follow the format table (``converters.FORMATS``): fp32 outputs within 1e-4 of torch,
 fp16 labels agreeing with torch fp32 on >= 99.5% of images, full-int8 with no float tensor.
 Verification (DESIGN.md §7): device labels agree with the host's reference interpreter on the
 same file on >= 99.5% of images; the int8 drop from fp32 is <= 1 point (warn), <= 2 (fail);
-the file the device ran has the sha256 that was pushed; the measured latency is within the
-latency budget (fail) and is compared with the prediction (a warning past 10%). A deploy that
-fails verification writes ``<out>/<spec>.failed/`` and leaves ``<out>/<spec>/`` as it was.
+the file the device ran has the sha256 that was pushed; the measured latency (the spec's
+statistic across passes) is within the latency budget (fail) and is compared with the prediction
+(a warning past 10%). A deploy that fails verification writes ``<out>/<spec>.failed/`` and leaves
+``<out>/<spec>/`` as it was.
 
 An MCU-class spec (no transport) has no device to push to: steps 7-9 become the C array (and a
 compile check), TFLite Micro's own interpreter on the host (accuracy, agreement with the TFLite
 interpreter, and the arena it really allocates, checked with the spec's runtime overhead against
-the SRAM budget; model plus overhead against flash), and the cost model's latency.
+the SRAM budget; model plus overhead against flash), and the cost model's latency, whose check
+against the budget is marked as a prediction.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.devices.statistic import describe
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.fileio import sha256_file
 
@@ -60,6 +65,9 @@ class DeployOptions:
     cache: Path | None = None
     data: str | None = None      # the images to verify on: default the supernet's recorded dataset
     device: str = "auto"         # where BN recalibration runs (fp32 on every device)
+    candidates: int = 3          # at most this many subnets converted and timed on the device
+    break_lock: bool = False
+    transport: object = None     # an open transport instead of the spec's (tests: a MockTransport)
     log: Callable[[str], None] = print
     after_push: Callable[[object, str], None] | None = None  # (transport, remote model path): tests
 
@@ -71,9 +79,11 @@ class DeployResult:
     manifest: dict = field(default_factory=dict)
 
 
-def _check(name: str, passed: bool, figure, threshold, level: str = "fail", note: str = "") -> dict:
+def _check(name: str, passed: bool, figure, threshold, level: str = "fail", note: str = "",
+           basis: str = "measured") -> dict:
+    """One verification check; ``basis`` says whether its figure was measured or is a prediction."""
     return {"name": name, "passed": bool(passed), "figure": figure, "threshold": threshold, "level": level,
-            "note": note}
+            "note": note, "basis": basis}
 
 
 def _float_tensors(path: Path) -> list[str]:
@@ -130,25 +140,90 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
         result, _ = run_search(setup, SearchSettings())
         arch = result.best
         log(f"2/10 search: {arch} ({setup.objective.queries:,} archs scored)")
-    row = report_row(setup.objective, arch)
 
-    # 3-4. extract, recalibrate BN
+    # 3-5. extract, recalibrate BN, convert (and on a device: time, search again when over budget)
     data, calibration = open_supernet_data(o.supernet, o.data)
-    calib = calibration.bn_images(o.bn_images)
-    sub = net.extract(arch).eval()
-    log(f"3/10 extract: plain network, {sum(p.numel() for p in sub.parameters()):,} parameters")
-    sub = recalibrate(sub, torch.from_numpy(np.ascontiguousarray(calib)), arch.resolution, device=device)
-    sub = sub.cpu().eval()  # conversion and the host checks run on the CPU
-    log(f"4/10 recalibrate BN: {len(calib):,} training images on {device}; verifying on {data.note}")
-
-    # 5. convert (everything is written into a hidden staging folder, renamed at the end)
+    calib = torch.from_numpy(np.ascontiguousarray(calibration.bn_images(o.bn_images)))
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=_ensure(Path(o.out))))
+
+    def make(candidate_arch, search_budget, folder: Path = staging / "candidates"):
+        from ofa_edge.candidates import Candidate
+
+        sub = net.extract(candidate_arch).eval()
+        n_params = sum(p.numel() for p in sub.parameters())
+        sub = recalibrate(sub, calib, candidate_arch.resolution, device=device).cpu().eval()
+        path = _ensure(folder / str(len(list(folder.glob("*"))) if folder.is_dir() else "0")) / f"model{fmt.suffix}"
+        t0 = time.perf_counter()
+        conversion = _convert(spec, fmt, sub, candidate_arch.resolution, calibration.quant_x, path)
+        log(f"     {candidate_arch}: {n_params:,} parameters, {fmt.name} {path.stat().st_size:,} bytes "
+            f"({time.perf_counter() - t0:.1f} s)")
+        return Candidate(candidate_arch, report_row(setup.objective, candidate_arch), search_budget, path,
+                         conversion, sub)
+
+    log(f"3/10 extract, recalibrate BN ({len(calib):,} training images on {device}), convert to {fmt.name}: "
+        "each candidate")
     try:
-        return _finish(spec, o, net, ckpt, arch, row, sub, data, calibration.quant_x, staging, fmt, ledger,
-                       setup.objective.budgets)
+        budget = setup.objective.budgets.get("latency_ms")
+        if mcu:
+            chosen = make(arch, budget)
+            tried, how = [chosen], "the only candidate: an MCU has no shell to time on (the latency is a prediction)"
+            log("4/10 time: no shell reaches an MCU; the cost model predicts its latency")
+        else:
+            chosen, tried, how = _measured_choice(spec, o, net, setup, arch, budget, make, calibration.quant_x,
+                                                  staging, searched=not o.arch)
+        log(f"5/10 choose: {how}; verifying on {data.note}")
+        return _finish(spec, o, net, ckpt, chosen, tried, how, data, staging, fmt, ledger, setup.objective.budgets)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise
+
+
+def _convert(spec, fmt, sub, resolution: int, quant_x: np.ndarray, path: Path) -> dict:
+    from converters.convert import convert_module
+    from ofa_edge.data.tensors import to_model_input
+
+    quant_images = to_model_input(quant_x, resolution).contiguous().numpy()
+    return convert_module(sub, (1, 3, resolution, resolution), fmt, path, quant_images, spec.runtime.max_opset)
+
+
+def _measured_choice(spec, o, net, setup, arch, budget, make, quant_x, staging: Path, searched: bool):
+    """Time search's choice on the device; over the budget, search again (``ofa_edge.candidates``)."""
+    from ofa_edge.candidates import DeviceTimer, choose
+    from ofa_edge.devices.bench import reference_arch
+    from ofa_edge.search.evolution import SearchSettings
+    from ofa_edge.search.objective import NoFit
+    from ofa_edge.search.run import run_search
+
+    reference = reference_arch(setup.coverage)
+    ref_path = _ensure(staging / "reference") / f"reference{format_suffix(spec)}"
+    _convert(spec, format_for_spec(spec), net.extract(reference).eval(), reference.resolution, quant_x, ref_path)
+
+    def research(scaled: float):
+        budgets = setup.objective.budgets
+        original = budgets["latency_ms"]
+        budgets["latency_ms"] = scaled
+        try:
+            return run_search(setup, SearchSettings())[0].best
+        except NoFit:
+            return None
+        finally:
+            budgets["latency_ms"] = original
+
+    o.log(f"4/10 time on the device: {spec.measure.passes} passes of the spec's {spec.measure.statistic}, "
+          f"reference model {reference} as the drift monitor, under the bench lock")
+    with DeviceTimer(spec, ref_path, lambda line: o.log("     " + line), o.transport, o.break_lock) as timer:
+        return choose(arch, budget, spec.measure.statistic, max(1, o.candidates), research if searched else None,
+                      make, timer, o.log)
+
+
+def format_suffix(spec) -> str:
+    return format_for_spec(spec).suffix
+
+
+def format_for_spec(spec):
+    from converters import format_for
+
+    return format_for(spec.runtime.name, spec.precision)
 
 
 PARITY_IMAGES = 64  # images whose outputs the fp32 check compares with torch
@@ -187,21 +262,21 @@ def _host_checks(fmt, o: DeployOptions, model_path: Path, torch_logits: np.ndarr
                    note="warning: above %.3f" % o.drop_warn if drop > o.drop_warn else "")]
 
 
-def _finish(spec, o, net, ckpt, arch, row, sub, data, quant_x, staging, fmt, ledger, budgets) -> DeployResult:
-    """Steps 5-10, writing into ``staging``."""
+def _finish(spec, o, net, ckpt, chosen, tried, how, data, staging, fmt, ledger, budgets) -> DeployResult:
+    """Steps 6-10 for the chosen candidate, writing into ``staging``."""
     import torch
 
-    from converters.convert import convert_module, converter_version
+    from converters.convert import converter_version
     from ofa_edge.data.tensors import to_model_input
     from ofa_edge.devices.runner_host import run_local
 
-    log, r = o.log, arch.resolution
-    model_path = staging / f"model{fmt.suffix}"
-    quant_images = to_model_input(quant_x, r).contiguous().numpy()
-    t0 = time.perf_counter()
-    conversion = convert_module(sub, (1, 3, r, r), fmt, model_path, quant_images, spec.runtime.max_opset)
-    extra = f" + C array {', '.join(conversion['c_array'])}" if conversion.get("c_array") else ""
-    log(f"5/10 convert: {fmt.name} ({model_path.stat().st_size:,} bytes{extra}, {time.perf_counter() - t0:.1f} s)")
+    log, arch, row, sub, r = o.log, chosen.arch, chosen.row, chosen.sub, chosen.arch.resolution
+    model_path = staging / chosen.model.name
+    for f in chosen.model.parent.iterdir():  # the model (and an MCU's C array) into the bundle
+        os.replace(f, staging / f.name)
+    for folder in ("candidates", "reference"):
+        shutil.rmtree(staging / folder, ignore_errors=True)
+    conversion = chosen.conversion
 
     # 6. host checks: the converted file on the host's reference interpreter against torch fp32
     test_x, test_y = data.test_x[:o.eval_images], data.test_y[:o.eval_images]
@@ -222,7 +297,7 @@ def _finish(spec, o, net, ckpt, arch, row, sub, data, quant_x, staging, fmt, led
         if spec.connection.transport == "none":
             found = _on_micro(spec, o, model_path, staging, test_file, host, row, budgets)
         else:
-            found = _on_device(spec, o, fmt, model_path, test_file, host, row, budgets)
+            found = _on_device(spec, o, fmt, model_path, test_file, host, chosen, budgets)
     finally:
         shutil.rmtree(test_file.parent, ignore_errors=True)
     checks = found.pop("checks_first") + checks + found.pop("checks")
@@ -244,7 +319,10 @@ def _finish(spec, o, net, ckpt, arch, row, sub, data, quant_x, staging, fmt, led
                     "recorded": data.matches, "note": data.note},
         "agreement": found["agreement"],
         "latency_ms": {"predicted": row["predicted"]["latency_ms"], "statistic": found["statistic"],
-                       "source": found["latency_source"], "measured": found["measured"]},
+                       "source": found["latency_source"], "measured": found["measured"],
+                       "budget": budgets.get("latency_ms"), "choice": how,
+                       "candidates": [c.to_json(spec.measure.statistic_key, budgets.get("latency_ms"))
+                                      for c in tried] if found["measured"] else []},
         "input": {"resolution": r, "layout": host.get("layout"), "dtype": inp.get("dtype"), "scale": inp.get("scale"),
                   "zero_point": inp.get("zero_point"),
                   **input_contract(rec.channels, net.input_mean, net.input_std)},
@@ -278,14 +356,14 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, row: dict, budgets: dict) -> dict:
-    """Steps 7-9 on a device with a transport: push, evaluate, time."""
+def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, chosen, budgets: dict) -> dict:
+    """Steps 7-9 on a device with a transport: push, evaluate; the timing was taken with the
+    bench's protocol when the candidate was chosen."""
     from ofa_edge.devices.bench import device_identity
     from ofa_edge.devices.session import DeviceSession
-    from ofa_edge.predictors.latency import STATISTIC
 
-    log = o.log
-    with DeviceSession(spec, "deploy") as dev:
+    log, m = o.log, spec.measure
+    with DeviceSession(spec, "deploy", o.transport) as dev:
         remote_model, remote_data = dev.put(model_path), dev.put(data)
         if o.after_push:
             o.after_push(dev.transport, remote_model)
@@ -294,35 +372,47 @@ def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, row: dict
         on_device = dev.run("eval", "--model", remote_model, "--data", remote_data, "--batch", "1", *dev.runtime_args())
         agreement = float(np.mean(np.array(on_device["predicted"]) == np.array(host["predicted"])))
         log(f"8/10 device eval: top-1 {on_device['top1']:.2%}, agreement with the host {agreement:.2%}")
-        timing = dev.run("time", "--model", remote_model, *dev.timing_args())["models"][0]
-    measured, predicted = timing[STATISTIC], row["predicted"]["latency_ms"]
-    log(f"9/10 device time: {STATISTIC} {measured:.3f} ms (median {timing['median_ms']:.3f} ms), "
-        f"predicted {predicted:.3f} ms")
+    timing = chosen.timing
+    measured, predicted = float(timing[m.statistic_key]), chosen.predicted_ms
+    log(f"9/10 device time: {m.statistic} {measured:.3f} ms over {timing['passes']} passes (p10 {timing['p10_ms']:.3f}, "
+        f"p90 {timing['p90_ms']:.3f}), predicted {predicted:.3f} ms")
     pushed, off = sha256_file(model_path), abs(measured - predicted) / predicted
     return {
         "device": device_identity(spec, info, fmt), "device_top1": on_device["top1"],
-        "device_runtime": timing.get("runtime"), "agreement": agreement, "statistic": STATISTIC,
-        "latency_source": "measured on the device",
-        "measured": {"median": timing["median_ms"], "iqr": timing["iqr_ms"], STATISTIC: measured},
+        "device_runtime": timing.get("runtime"), "agreement": agreement, "statistic": m.statistic,
+        "latency_source": f"measured on the device: {describe(m.statistic)}",
+        "measured": {"value": measured, "median": timing["p50_ms"], "p10": timing["p10_ms"], "p90": timing["p90_ms"],
+                     "iqr": timing.get("iqr_ms", 0.0), "passes": timing["passes"],
+                     "pass_p50_ms": timing["pass_p50_ms"], "flagged_passes": timing["flagged_passes"],
+                     "drift": [row.get("drift") for row in timing.get("pass_rows", [])],
+                     "sha256": timing.get("sha256")},
         "checks_first": [_check("the device ran the file that was pushed", on_device["sha256"] == pushed,
-                                on_device["sha256"][:16], pushed[:16])],
+                                on_device["sha256"][:16], pushed[:16]),
+                         _check("the device timed the file that was pushed", timing.get("sha256") == pushed,
+                                (timing.get("sha256") or "")[:16], pushed[:16])],
         "checks": [_check("device labels agree with the host reference", agreement >= o.agreement_min,
                           round(agreement, 4), o.agreement_min),
-                   *_latency_budget_check(measured, budgets.get("latency_ms"), STATISTIC),
+                   *_latency_budget_check(measured, budgets.get("latency_ms"), m.statistic, spec),
                    _check("measured latency vs predicted", off <= o.latency_warn, round(off, 4), o.latency_warn,
                           level="warn")],
     }
 
 
-def _latency_budget_check(measured: float, budget: float | None, statistic: str) -> list[dict]:
-    """Measured latency against the budget: a failing check (a budget is a promise), none without
-    a latency budget."""
+def _latency_budget_check(figure: float, budget: float | None, statistic: str | None, spec,
+                          basis: str = "measured") -> list[dict]:
+    """Latency against the budget: a failing check (a budget is a promise), none without a
+    latency budget. ``basis`` ``prediction`` marks an MCU's cost-model figure."""
     if budget is None:
         return []
-    return [_check(f"measured latency ({statistic}) within the budget (ms)", measured <= budget,
-                   round(measured, 4), budget,
-                   note="" if measured <= budget else f"re-bench the device (ofa-edge bench --spec ...) or "
-                                                      f"raise the budget: {measured:.3f} ms > {budget:g} ms")]
+    if basis == "prediction":
+        return [_check("predicted latency (cost model) within the budget (ms)", figure <= budget, round(figure, 4),
+                       budget, basis="prediction",
+                       note="a prediction of the spec's cost model, not a measurement: no shell reaches an MCU")]
+    return [_check(f"measured latency ({statistic}) within the budget (ms)", figure <= budget,
+                   round(figure, 4), budget,
+                   note="" if figure <= budget else
+                   f"{figure:.3f} ms ({statistic}) > {budget:g} ms; re-bench with ofa-edge bench --spec "
+                   f"{spec.source or spec.name}, or raise the budget")]
 
 
 def _on_micro(spec, o, model_path: Path, staging: Path, data: Path, host: dict, row: dict, budgets: dict) -> dict:
@@ -364,8 +454,10 @@ def _on_micro(spec, o, model_path: Path, staging: Path, data: Path, host: dict, 
                          note=f"model {model_path.stat().st_size / 1024:.1f} + runtime {cm.runtime_flash_kb:g}"))
     log(f"8/10 TFLite Micro on the host: top-1 {micro['top1']:.2%}, agreement with the TFLite reference kernels "
         f"{agreement:.2%}, arena {arena_kb:.1f} KiB (cost model {estimate_kb:.1f} KiB)")
+    checks += _latency_budget_check(row["predicted"]["latency_ms"], budgets.get("latency_ms"), None, spec,
+                                    basis="prediction")
     log(f"9/10 time: no shell reaches an MCU; the cost model predicts {row['predicted']['latency_ms']:.2f} ms "
-        f"at {spec.hardware.clock_mhz:g} MHz")
+        f"at {spec.hardware.clock_mhz:g} MHz (a prediction, not a measurement)")
     return {
         "device": {"spec": spec.name, "kind": "mcu", "format": "tflite-micro-int8", "runtime": "tflite-micro",
                    "interpreter": "tflite_micro on the host", "runtime_version": micro["runtime"]["version"],
@@ -399,11 +491,12 @@ def _version(dist: str) -> str | None:
 def _report(m: dict) -> str:
     acc, lat = m["accuracy"], m["latency_ms"]
     if lat["measured"]:
-        latency = (f"predicted {lat['predicted']:.3f} ms, measured {lat['statistic']} "
-                   f"{lat['measured'][lat['statistic']]:.3f} ms (median {lat['measured']['median']:.3f}, "
-                   f"IQR {lat['measured']['iqr']:.3f})")
+        t = lat["measured"]
+        latency = (f"predicted {lat['predicted']:.3f} ms, measured {lat['statistic']} {t['value']:.3f} ms over "
+                   f"{t['passes']} passes (p10 {t['p10']:.3f}, p90 {t['p90']:.3f}) against a budget of "
+                   f"{lat['budget']} ms; {lat['choice']}")
     else:
-        latency = f"{lat['predicted']:.2f} ms from the {lat['source']}"
+        latency = f"{lat['predicted']:.2f} ms from the {lat['source']} (a prediction)"
     lines = [f"# ofa-edge bundle for {m['spec']}", "",
              f"Verification: **{'passed' if m['verification']['passed'] else 'FAILED'}**", "",
              f"- arch `{m['arch']}` from supernet {m['supernet']['id']} ({m['supernet']['sha256'][:12]})",
@@ -423,9 +516,15 @@ def _report(m: dict) -> str:
                      f"{mem['arena_estimate_kb']:.1f} KiB) + runtime {mem['runtime_sram_kb']:g} KiB = "
                      f"{mem['peak_sram_kb']:.1f} KiB SRAM of {mem['budgets']['peak_sram_kb']}; flash "
                      f"{mem['flash_kb']:.1f} KiB of {mem['budgets']['flash_kb']}")
-    lines += ["", "| check | figure | threshold | result | note |", "|---|---|---|---|---|"]
+    if lat.get("candidates"):
+        lines += ["", "| candidate | predicted top-1 | predicted ms | measured ms | within budget |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| `{c['arch']}` | {c['predicted_top1']:.2%} | {c['predicted_ms']:.3f} | {c['measured_ms']:.3f} | "
+                  f"{'yes' if c['within_budget'] else 'no'} |" for c in lat["candidates"]]
+    lines += ["", "| check | figure | threshold | result | basis | note |", "|---|---|---|---|---|---|"]
     for c in m["verification"]["checks"]:
         result = "ok" if c["passed"] else ("warning" if c["level"] == "warn" else "FAILED")
-        lines.append(f"| {c['name']} | {c['figure']} | {c['threshold']} | {result} | {c['note']} |")
+        lines.append(f"| {c['name']} | {c['figure']} | {c['threshold']} | {result} | {c.get('basis', 'measured')} | "
+                     f"{c['note']} |")
     lines += ["", "Files:", ""] + [f"- `{f['name']}` {f['bytes']:,} bytes, sha256 `{f['sha256']}`" for f in m["files"]]
     return "\n".join(lines) + "\n"

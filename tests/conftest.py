@@ -140,7 +140,7 @@ def bench_spec_yaml(path: Path, connection: dict, work_dir: str, name: str = "ci
             "precision": "int8",
             "device": {"python": sys.executable, "work_dir": work_dir},
             "budgets": {"resolution": [28, 32]},
-            "measure": {"warmup": 10, "repeats": 5, "runs_per_repeat": 100}}
+            "measure": {"warmup": 10, "repeats": 3, "runs_per_repeat": 40, "passes": 3, "pass_gap_s": 0.2}}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 

@@ -10,6 +10,7 @@ import json
 import socket
 import sqlite3
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -55,8 +56,9 @@ def test_bench_over_ssh_writes_block_table_and_whole_subnets(ci_bench, sshd_serv
     roles = {b["role"] for b in blocks["blocks"]}
     assert roles == {"stem", "first", "mbconv", "head"}
     for b in blocks["blocks"]:
-        assert 0 < b["min_ms"] <= b["p10_ms"] <= b["p50_ms"] <= b["max_ms"] and len(b["per_repeat_ms"]) == 5
-        assert b["min_ms"] <= b["median_ms"] <= b["max_ms"]
+        assert 0 < b["p10_ms"] <= b["p50_ms"] <= b["p90_ms"] and b["median_ms"] == b["p50_ms"]
+        assert b["passes"] == 3 and len(b["pass_p50_ms"]) == 3 and len(b["per_repeat_ms"]) == 3
+        assert b["p50_ms"] == pytest.approx(sorted(b["pass_p50_ms"])[1])  # the median over passes
         assert b["cov"] >= 0 and len(b["sha256"]) == 64
     kinds = [s["kind"] for s in subnets["subnets"]]
     assert kinds[:2] == ["largest", "smallest"] and kinds.count("random") == 10
@@ -82,10 +84,10 @@ def test_second_run_resumes_and_measures_nothing(ci_bench):
     log: list[str] = []
     again = run_bench(spec, dataclasses.replace(options, log=log.append))
     assert again.measured_now == 0 and again.converted_now == 0
-    assert _rows(result.folder) == before_rows
+    assert _rows(result.folder) == before_rows == 3 * (result.blocks + result.subnets)
     after_blocks, _ = _tables(result.folder)
     assert [b["median_ms"] for b in after_blocks["blocks"]] == [b["median_ms"] for b in before_blocks["blocks"]]
-    assert any("0 to go" in line for line in log), log
+    assert any("0 passes to go" in line for line in log), log
 
 
 def test_cli_quick_bench_on_the_local_device_reuses_the_block_cache(ci_bench, tmp_path, block_cache, run_cli,
@@ -103,7 +105,7 @@ def test_cli_quick_bench_on_the_local_device_reuses_the_block_cache(ci_bench, tm
     blocks, subnets = _tables(folder)
     assert blocks["identity"]["spec"] == "ci-local" and blocks["identity_id"] != first.identity
     assert blocks["method"]["quick"] is True and blocks["method"]["repeats"] == 3
-    assert blocks["method"]["runs_per_repeat"] == 100
+    assert blocks["method"]["runs_per_repeat"] == 40 and blocks["method"]["passes"] == 3
     assert len(blocks["blocks"]) == first.blocks and len(subnets["subnets"]) == first.subnets
 
 
@@ -131,8 +133,8 @@ def test_killing_sshd_mid_bench_is_a_clear_error_and_the_rerun_completes(ci_benc
         server.start()
         log: list[str] = []
         result = run_bench(spec, dataclasses.replace(dying, after_batch=None, log=log.append))
-        assert result.measured_now == first.blocks + first.subnets - stored
-        assert _rows(folder) == first.blocks + first.subnets
+        assert result.passes_now == 3 * (first.blocks + first.subnets) - stored
+        assert _rows(folder) == 3 * (first.blocks + first.subnets)
         assert any("stale bench lock" in line for line in log), log  # the dead run's lock
         blocks, subnets = _tables(folder)
         assert len(blocks["blocks"]) == first.blocks and len(subnets["subnets"]) == first.subnets
@@ -193,14 +195,32 @@ def test_validation_subnets_are_chosen_by_hash_before_measuring():
 # --------------------------------------------------------------------------- mock transport
 
 class FakeDevice:
-    """Answers the runner's commands the way a device would, over a MockTransport."""
+    """Answers the runner's commands the way a device would, over a MockTransport.
 
-    def __init__(self, protocol: int | None = None, corrupt: bool = False):
+    A model's timings depend on its bytes only: per-run times skewed so that p10, p50 and p90
+    differ clearly (0.9x, 1x and 1.3x a base figure). ``factors`` scales every model of the n-th
+    ``time`` call (1-based), for drift; ``eval`` runs the real runner on the pushed bytes.
+    """
+
+    def __init__(self, protocol: int | None = None, corrupt: bool = False, factors: dict[int, float] | None = None,
+                 ms: Callable[[str], float] | None = None):
         from ofa_edge.devices.runner import PROTOCOL_VERSION
 
         self.protocol = PROTOCOL_VERSION if protocol is None else protocol
-        self.corrupt = corrupt
+        self.corrupt, self.factors, self.ms = corrupt, factors or {}, ms or self.base_ms
         self.transport = None
+        self.time_calls = 0
+
+    @staticmethod
+    def base_ms(sha: str) -> float:
+        return 1.0 + int(sha[:4], 16) / 65536
+
+    def stats(self, sha: str, factor: float) -> dict:
+        base = self.ms(sha) * factor
+        return {"sha256": "0" * 64 if self.corrupt else sha, "p10_ms": round(0.9 * base, 6),
+                "p50_ms": round(base, 6), "median_ms": round(base, 6), "p90_ms": round(1.3 * base, 6),
+                "per_repeat_ms": [base] * 3, "cov": 0.01, "min_ms": 0.8 * base, "max_ms": 2 * base,
+                "iqr_ms": 0.01, "runs_total": 120}
 
     def __call__(self, text: str, _input):
         import hashlib
@@ -214,14 +234,29 @@ class FakeDevice:
             answer.update({"runtimes": {"ai_edge_litert": {"available": True, "version": "2.1.0"}},
                            "tflite_interpreter": "ai_edge_litert", "cpu": {"model": "fake"}, "cores": {"logical": 4}})
         elif words[2] == "time":
+            self.time_calls += 1
+            factor = self.factors.get(self.time_calls, 1.0)
             models = [words[i + 1] for i, w in enumerate(words) if w == "--model"]
-            answer["models"] = [{"model": m, "sha256": "0" * 64 if self.corrupt else
-                                 hashlib.sha256(self.transport.files[m]).hexdigest(),
-                                 "median_ms": 1.0 + i, "p10_ms": 0.95 + i, "p50_ms": 1.0 + i,
-                                 "per_repeat_ms": [1.0 + i] * 3, "cov": 0.01, "min_ms": 0.9,
-                                 "max_ms": 1.2 + i, "iqr_ms": 0.01, "trimmed_mean_ms": 1.0 + i}
-                                for i, m in enumerate(models)]
+            answer["models"] = [{"model": m, **self.stats(hashlib.sha256(self.transport.files[m]).hexdigest(), factor)}
+                                for m in models]
+        elif words[2] == "eval":
+            answer = self.eval(words)
         return json.dumps(answer) + "\n"
+
+    def eval(self, words: list[str]) -> dict:
+        """The real runner on the pushed bytes, on this machine."""
+        import tempfile
+
+        from ofa_edge.devices.runner_host import run_local
+
+        args = list(words[3:])
+        with tempfile.TemporaryDirectory() as folder:
+            for flag in ("--model", "--data"):
+                i = args.index(flag) + 1
+                local = Path(folder) / Path(args[i]).name
+                local.write_bytes(self.transport.files[args[i]])
+                args[i] = str(local)
+            return run_local(*args)
 
 
 def _mock_bench(ci_bench, tmp_path, device: FakeDevice, **mock_kwargs):
@@ -248,8 +283,9 @@ def test_mock_wrong_sha256_is_refused(ci_bench, tmp_path):
 
 
 def test_mock_timeout_and_dropped_link_keep_what_was_measured(ci_bench, tmp_path):
-    # Every `time` call takes 5 fake seconds; the third one is over its timeout.
-    slow = iter([5.0, 5.0, 10_000.0])
+    # Every `time` call takes 5 fake seconds; the sixth (3 baseline calls of the reference model,
+    # then two batches) is over its timeout.
+    slow = iter([5.0] * 5 + [10_000.0])
     latency = lambda text: next(slow) if " time " in text else 0.0  # noqa: E731
     spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(), latency=latency)
     with pytest.raises(BenchError, match="timed out") as caught:
@@ -257,17 +293,96 @@ def test_mock_timeout_and_dropped_link_keep_what_was_measured(ci_bench, tmp_path
     assert "run the same command again" in str(caught.value)
     folder = tmp_path / "runs" / "ci-mock" / "ofa-mbv3-ci"
     assert _rows(folder) == 8
-    # Resume over a link that drops on its 12th call, then once more to the end.
-    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(), faults={12: "drop"})
+    # Resume over a link that drops on its 40th call (in the fourth batch), then once more to the end.
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(), faults={40: "drop"})
     with pytest.raises(BenchError, match="lost the device"):
         run_bench(spec, options, transport=transport)
     partial = _rows(folder)
     assert partial > 8
     spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice())
     result = run_bench(spec, options, transport=transport)
-    assert result.measured_now == result.blocks + 2 - partial
+    assert result.passes_now == 3 * (result.blocks + 2) - partial
     blocks, _ = _tables(folder)
     assert blocks["identity"]["cpu"] == "fake" and len(blocks["blocks"]) == result.blocks
+
+
+def _stored_passes(folder: Path) -> dict[str, list[tuple]]:
+    with sqlite3.connect(folder / "measurements.sqlite") as db:
+        rows = db.execute("SELECT key, pass, p10_ms, p50_ms, p90_ms, attempts, flagged, drift FROM measurements "
+                          "ORDER BY key, pass").fetchall()
+    out: dict[str, list[tuple]] = {}
+    for key, *rest in rows:
+        out.setdefault(key, []).append(tuple(rest))
+    return out
+
+
+def test_mock_a_batch_whose_timings_jump_is_measured_again(ci_bench, tmp_path):
+    """Timings jump by 30% for one runner call (the 5th: the second batch of the first pass).
+    The reference model beside the batch jumps too, so the batch is measured again, and every
+    stored figure is the undisturbed one."""
+    device = FakeDevice(factors={5: 1.3})
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, device)
+    result = run_bench(spec, options, transport=transport)
+    folder = tmp_path / "runs" / "ci-mock" / "ofa-mbv3-ci"
+    passes = _stored_passes(folder)
+    again = [(key, row) for key, rows in passes.items() for row in rows if row[4] == 2]  # (pass, p10, p50, p90,
+    assert len(again) == 4 and all(row[0] == 0 and row[5] == 0 for _, row in again)  # attempts, flagged, drift)
+    blocks, subnets = _tables(folder)
+    for row in blocks["blocks"] + subnets["subnets"]:
+        assert row["p50_ms"] == pytest.approx(FakeDevice.base_ms(row["sha256"]), abs=1e-6)
+        assert row["pass_p50_ms"] == [pytest.approx(row["p50_ms"], abs=1e-6)] * 3
+    assert subnets["drift"]["passes_remeasured"] == 4 and subnets["drift"]["passes_flagged"] == 0
+    assert subnets["drift"]["calls_over_limit"] == 1 and subnets["drift"]["max_abs_drift"] == pytest.approx(0.3)
+    assert result.drift["passes_remeasured"] == 4
+    # A jump that does not go away is kept after the retries, flagged and counted.
+    stuck = FakeDevice(factors={n: 1.3 for n in range(5, 8)})
+    (tmp_path / "stuck").mkdir()
+    spec, options, transport = _mock_bench(ci_bench, tmp_path / "stuck", stuck)
+    run_bench(spec, options, transport=transport)
+    _, subnets = _tables(tmp_path / "stuck" / "runs" / "ci-mock" / "ofa-mbv3-ci")
+    assert subnets["drift"]["passes_flagged"] == 4 and subnets["drift"]["calls_over_limit"] == 3
+
+
+@pytest.mark.parametrize("statistic,key", [("p90", "p90_ms"), ("median", "p50_ms")])
+def test_mock_skewed_timings_store_the_spec_statistic(ci_bench, tmp_path, statistic, key):
+    """Per-run times skewed so that p10, p50 and p90 differ; every pass a little different. The
+    figure in blocks.json, subnets.json and the predictor is the spec's percentile of a pass, then
+    the median over passes."""
+    import statistics as st
+
+    import yaml
+
+    from ofa_edge.predictors.latency import LatencyPredictor
+
+    factors = {n: 1 + 0.002 * n for n in range(4, 200)}  # every call a little slower, within the drift limit
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(factors=factors))
+    data = yaml.safe_load(Path(spec.source).read_text())
+    data["measure"]["statistic"] = statistic
+    Path(spec.source).write_text(yaml.safe_dump(data))
+    spec = load_spec(spec.source)
+    run_bench(spec, dataclasses.replace(options, subnets=6), transport=transport)
+    folder = tmp_path / "runs" / "ci-mock" / "ofa-mbv3-ci"
+    passes = _stored_passes(folder)
+    column = {"p10_ms": 1, "p50_ms": 2, "p90_ms": 3}[key]
+    blocks, subnets = _tables(folder)
+    predictor = LatencyPredictor.load(folder)
+    assert predictor.statistic == statistic and blocks["method"]["statistic"] == statistic
+    for row in blocks["blocks"] + subnets["subnets"]:
+        rows = passes[row["id"] if "id" in row else row["arch"]]
+        assert len(rows) == 3 and len({r[column] for r in rows}) > 1  # the passes differ
+        assert row[key] == pytest.approx(st.median(r[column] for r in rows), abs=1e-6)
+        assert row["p10_ms"] < row["p50_ms"] < row["p90_ms"]
+    for b in blocks["blocks"]:
+        assert predictor.table[b["id"]] == pytest.approx(b[key])
+    for s in subnets["subnets"]:
+        assert s["blocks_sum_ms"] == pytest.approx(s["blocks_sum"][key])
+    # Another statistic needs no new bench: search refits from the stored figures.
+    from ofa_edge.predictors.latency import predictor_for
+
+    other = "p10" if statistic != "p10" else "median"
+    refit = predictor_for(folder, other)
+    assert refit.statistic == other and LatencyPredictor.load(folder).statistic == other
+    assert refit.table[blocks["blocks"][0]["id"]] == pytest.approx(blocks["blocks"][0]["p10_ms"])
 
 
 def test_jetson_like_fp16_onnx_bench_falls_back_to_cpu_and_says_so(ci_bench, tmp_path, ci_supernet):

@@ -1,11 +1,14 @@
 """``ofa-edge bench``: time every candidate block and whole subnets on the device.
 
 The steps: plan what to measure (the coverage: resolutions, kernels, expands), connect, read
-the device identity with ``runner info``, take the device lock, then in batches convert (or
-take from the cache), push, time (interleaved within each batch) and store every result in
-SQLite at once. A dropped link or Ctrl-C loses nothing: run the same command again and it
-measures only what is missing. At the end ``blocks.json`` and ``subnets.json`` are written
-atomically under ``<out>/<spec name>/<space id>/`` and the remote work dir is cleaned.
+the device identity with ``runner info``, take the device lock, set the reference model's
+baseline, then pass after pass over the shuffled set: in batches convert (or take from the
+cache), push, time beside the reference model (``ofa_edge.devices.protocol``: a batch the
+reference says drifted is measured again) and store every pass of every model in SQLite at
+once. A dropped link or Ctrl-C loses nothing: run the same command again and it measures only
+the passes that are missing. At the end ``blocks.json`` and ``subnets.json`` (each model's
+p10/p50/p90 across passes, and the drift series) are written atomically under
+``<out>/<spec name>/<space id>/`` and the remote work dir is cleaned.
 """
 from __future__ import annotations
 
@@ -31,18 +34,22 @@ from ofa_edge.devices.check import device_python
 from ofa_edge.devices.modelcache import ModelCache
 from ofa_edge.devices.runner import RUNNER_PATH
 from ofa_edge.devices.runner_host import parse_answer
+from ofa_edge.devices.session import runtime_args
 from ofa_edge.devices.spec import DeviceSpec
+from ofa_edge.devices.statistic import PASS_KEYS
 from ofa_edge.devices.store import MeasurementStore
 from ofa_edge.devices.transports import CommandTimeout, ConnectError, Transport, TransportError, make_transport, remote_path_join
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.fileio import sha256_file, write_json_atomic
+from ofa_edge.predictors.latency import BENCH_SCHEMA
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.searchspace import SearchSpace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = BENCH_SCHEMA
 QUICK_MAX_RESOLUTIONS = 2
-QUICK_MAX_SUBNETS = 40
+QUICK_SUBNETS = 60        # random whole subnets of --quick: 30 validate, 30 (+ largest, smallest) calibrate
 DEFAULT_SUBNETS = 100
+MIN_VALIDATION = 30
 _ACTIVE_LOCKS: set[str] = set()  # lock tokens held by benches running in this process
 
 
@@ -54,6 +61,7 @@ class BenchError(OfaEdgeError):
 class BenchOptions:
     quick: bool = False
     subnets: int | None = None           # random whole subnets (plus the largest and smallest)
+    validation: int | None = None        # how many of them validate (default: 30%, at least 30)
     resolutions: list[int] | None = None
     kernels: list[int] | None = None     # restrict the coverage (default: all of the space)
     expands: list[int] | None = None
@@ -79,6 +87,8 @@ class BenchResult:
     converted_now: int
     from_cache: int
     seconds: dict = field(default_factory=dict)
+    passes_now: int = 0       # model-passes timed in this run
+    drift: dict = field(default_factory=dict)  # the drift report (without the series)
 
 
 # ---------------------------------------------------------------- planning
@@ -121,13 +131,14 @@ def arch_hash(arch: Arch) -> str:
     return hashlib.sha256(str(arch).encode()).hexdigest()
 
 
-def plan_subnets(space: SearchSpace, n: int, seed: int) -> list[dict]:
+def plan_subnets(space: SearchSpace, n: int, seed: int, validation: int | None = None) -> list[dict]:
     """The largest and smallest archs plus ``n`` distinct random ones, each with its role.
 
     The validation share is chosen by arch hash before anything is measured: the random
-    subnets with the smallest hashes, 30% of them, and at least 30 when there are 38 or more
-    (the --quick count), so that at least 8 random ones plus the largest and smallest remain for
-    fitting. The latency calibration is fitted on the others only.
+    subnets with the smallest hashes, ``validation`` of them, by default 30% and at least 30
+    when there are 38 or more, so that at least 8 random ones plus the largest and smallest
+    remain for fitting (--quick: 30 validate, 32 calibrate). The latency calibration is fitted
+    on the others only.
     """
     fixed = [space.largest(), space.smallest()]
     seen, random_archs = {str(a) for a in fixed}, []
@@ -138,7 +149,10 @@ def plan_subnets(space: SearchSpace, n: int, seed: int) -> list[dict]:
             seen.add(str(arch))
             random_archs.append(arch)
     n = len(random_archs)
-    n_val = min(max(min(30, n - 8), math.ceil(0.3 * n)), max(n - 3, 0))
+    if validation is None:
+        n_val = min(max(min(MIN_VALIDATION, n - 8), math.ceil(0.3 * n)), max(n - 3, 0))
+    else:
+        n_val = min(validation, max(n - 3, 0))
     validation = {str(a) for a in sorted(random_archs, key=arch_hash)[:n_val]}
     rows = [{"arch": str(a), "role": "calibration", "kind": k} for a, k in zip(fixed, ("largest", "smallest"))]
     rows += [{"arch": str(a), "role": "validation" if str(a) in validation else "calibration", "kind": "random"}
@@ -254,13 +268,14 @@ class Bench:
         self.resolutions = plan_resolutions(self.space, header.get("trained_resolutions"), self.spec,
                                             o.resolutions, o.quick)
         self.coverage = coverage_space(self.space, self.resolutions, o.kernels, o.expands)
-        n = o.subnets if o.subnets is not None else (QUICK_MAX_SUBNETS - 2 if o.quick else DEFAULT_SUBNETS)
-        if o.quick:
-            n = min(n, QUICK_MAX_SUBNETS - 2)
+        n = o.subnets if o.subnets is not None else (QUICK_SUBNETS if o.quick else DEFAULT_SUBNETS)
         self.blocks = candidate_blocks(self.coverage.preset, self.resolutions, self.net.num_classes)
-        self.subnets = plan_subnets(self.coverage, n, o.seed)
+        self.subnets = plan_subnets(self.coverage, n, o.seed, o.validation)
+        self.reference = reference_arch(self.coverage)
         self.folder = Path(o.out) / self.spec.name / self.space.id
         self.cache = ModelCache(o.cache)
+        self.run_id = time.strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+        self.files: dict[tuple[str, str], Path] = {}
 
     def run(self) -> BenchResult:
         from ofa_edge.ledger import Ledger
@@ -271,9 +286,10 @@ class Bench:
         # --quick takes fewer repeats, never fewer runs per repeat: a repeat must stay long
         # enough to average out scheduler noise.
         self.repeats = max(3, m.repeats // 2) if self.options.quick else m.repeats
-        self.runs, self.warmup = m.runs_per_repeat, m.warmup
+        self.runs, self.warmup, self.passes = m.runs_per_repeat, m.warmup, m.passes
         self.log(f"bench {self.spec.name}: space {self.space.id}, {self.fmt.name}, resolutions "
-                 f"{self.resolutions}, {len(self.blocks)} blocks + {len(self.subnets)} whole subnets")
+                 f"{self.resolutions}, {len(self.blocks)} blocks + {len(self.subnets)} whole subnets, "
+                 f"{self.passes} passes each, statistic {m.statistic}")
         timings = {"convert_s": 0.0, "measure_s": 0.0}
         with self.given_transport or make_transport(self.spec, **self.overrides) as transport:
             self.transport = transport
@@ -293,9 +309,12 @@ class Bench:
                 with MeasurementStore(self.folder / "measurements.sqlite") as store:
                     self.identity = store.register(self.identity_info)
                     measured_now = self._measure_all(store, timings)
-                    block_rows = store.get(self.identity, "block")
-                    subnet_rows = store.get(self.identity, "subnet")
-                self._write_outputs(block_rows, subnet_rows, timings, ledger)
+                    block_rows = store.get(self.identity, "block", self.passes)
+                    subnet_rows = store.get(self.identity, "subnet", self.passes)
+                    drift = drift_report(store.drift_series(self.identity), store.pass_counts(self.identity),
+                                         self.spec.measure)
+                self.drift = drift
+                self._write_outputs(block_rows, subnet_rows, timings, ledger, drift)
                 transport.run(["rm", "-rf", self.remote], timeout=60)
             except ConnectError:
                 if not self.reached:
@@ -320,43 +339,84 @@ class Bench:
         entry = ledger.finish(spec=self.spec.name, quick=self.options.quick, measured=measured_now,
                               converted=self.cache.misses)
         self.log(entry.line())
+        drift = {k: v for k, v in self.drift.items() if k != "series"}
         return BenchResult(self.folder, self.identity, len(self.blocks), len(self.subnets), measured_now,
-                           self.cache.misses, self.cache.hits, timings)
+                           self.cache.misses, self.cache.hits, timings, self.passes_now, drift)
 
     # -------------------------------------------------------- measuring
     def _measure_all(self, store: MeasurementStore, timings: dict) -> int:
-        from ofa_edge.predictors.latency import STATISTIC
+        """Every missing pass of every model; returns how many models got a pass now."""
+        from ofa_edge.devices.protocol import TimingProtocol
 
-        # A row without the predictor's statistic (an older ofa-edge took it) is measured again.
-        done_blocks = {k for k, v in store.get(self.identity, "block").items() if STATISTIC in v}
-        done_subnets = {k for k, v in store.get(self.identity, "subnet").items() if STATISTIC in v}
-        todo = [("block", b.id, b) for b in self.blocks if b.id not in done_blocks]
-        todo += [("subnet", s["arch"], s) for s in self.subnets if s["arch"] not in done_subnets]
-        # Blocks and whole subnets share batches in a seeded shuffled order, so that drift over
-        # the run (clock, temperature, other load) hits the table and its calibration alike.
-        random.Random(self.options.seed).shuffle(todo)
-        have = len(self.blocks) + len(self.subnets) - len(todo)
-        if have:
-            self.log(f"resuming: {have} already measured on this device identity, {len(todo)} to go")
+        items = [("block", b.id, b) for b in self.blocks] + [("subnet", s["arch"], s) for s in self.subnets]
+        done = {kind: store.passes(self.identity, kind) for kind in ("block", "subnet")}
+        missing = [[(kind, key, item) for kind, key, item in items if p not in done[kind].get(key, {})]
+                   for p in range(self.passes)]
+        todo = sum(len(m) for m in missing)
+        complete = sum(1 for kind, key, _ in items if len(done[kind].get(key, {})) >= self.passes)
+        if todo < len(items) * self.passes:
+            self.log(f"resuming: {complete} of {len(items)} models fully measured on this device identity, "
+                     f"{todo} passes to go")
+        self.passes_now = todo
         if not todo:
             return 0
-        progress = _progress(self.options.progress)
-        with progress:
-            task = progress.add_task("measuring", total=len(todo))
-            for start in range(0, len(todo), self.options.batch):
-                batch = todo[start:start + self.options.batch]
-                t0 = time.perf_counter()
-                files = [self._model_file(kind, item) for kind, _, item in batch]
-                t1 = time.perf_counter()
-                results = self._time(files)
-                timings["convert_s"] += t1 - t0
+        reference = self._file_once("subnet", str(self.reference), {"arch": str(self.reference)})
+
+        def time_models(files):
+            t1 = time.perf_counter()
+            try:
+                return self._time(files)
+            finally:
                 timings["measure_s"] += time.perf_counter() - t1
-                for (kind, key, _), stats in zip(batch, results):
-                    store.put(self.identity, kind, key, stats)
-                progress.advance(task, len(batch))
-                if self.options.after_batch:
-                    self.options.after_batch(start + len(batch))
-        return len(todo)
+
+        protocol = TimingProtocol(time_models, reference, self.spec.measure, self.log)
+        protocol.warm_up()
+        store.add_drift(self.identity, self.run_id, protocol.series)
+        touched: set[tuple[str, str]] = set()
+        progress = _progress(self.options.progress)
+        stored = 0
+        with progress:
+            task = progress.add_task("measuring", total=todo)
+            for p, batch_items in enumerate(missing):
+                if not batch_items:
+                    continue
+                pass_started = time.monotonic()
+                # Blocks and whole subnets share batches in a shuffled order, new in every pass, so
+                # that drift over the run (clock, temperature, other load) hits table and calibration alike.
+                random.Random(self.options.seed * 1000 + p).shuffle(batch_items)
+                for start in range(0, len(batch_items), self.options.batch):
+                    batch = batch_items[start:start + self.options.batch]
+                    t0 = time.perf_counter()
+                    files = [self._file_once(kind, key, item) for kind, key, item in batch]
+                    timings["convert_s"] += time.perf_counter() - t0
+                    mark = len(protocol.series)
+                    results = protocol.time_batch(files, stage=p)
+                    for (kind, key, _), stats in zip(batch, results):
+                        store.put_pass(self.identity, kind, key, p, stats)
+                        touched.add((kind, key))
+                    store.add_drift(self.identity, self.run_id, protocol.series[mark:])
+                    stored += len(batch)
+                    progress.advance(task, len(batch))
+                    if self.options.after_batch:
+                        self.options.after_batch(stored)
+                if p + 1 < self.passes:  # passes are separated in time, never back to back
+                    self.options_sleep(self.spec.measure.pass_gap_s - (time.monotonic() - pass_started))
+        s = protocol.summary()
+        self.log(f"drift monitor: reference baseline {s['reference_baseline_p50_ms']:.4f} ms (p50), "
+                 f"{s['batches']} batches, {s['remeasured_calls']} re-measured, {s['flagged_batches']} kept flagged, "
+                 f"largest drift {s['max_abs_drift']:.1%}")
+        return len(touched)
+
+    @staticmethod
+    def options_sleep(seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def _file_once(self, kind: str, key: str, item) -> Path:
+        """The model file of one item, looked up (or converted) once per bench run."""
+        if (kind, key) not in self.files:
+            self.files[kind, key] = self._model_file(kind, item)
+        return self.files[kind, key]
 
     def _model_file(self, kind: str, item) -> Path:
         from converters.convert import convert_module, converter_version
@@ -380,31 +440,9 @@ class Bench:
         return self.cache.get(self.space.id, self.weights_id, name, self.fmt, converter_version(), make)
 
     def _time(self, files: list[Path]) -> list[dict]:
-        remote_files, digests = [], []
-        for f in files:
-            digest = sha256_file(f)
-            remote = remote_path_join(self.remote, "models", digest[:20] + f.suffix)
-            self.transport.put(str(f), remote)
-            remote_files.append(remote)
-            digests.append(digest)
-        r = self.spec.runtime
-        args = ["time", "--warmup", str(self.warmup), "--repeats", str(self.repeats), "--runs", str(self.runs),
-                "--threads", str(r.threads)]
-        if r.cpu_affinity:
-            args += ["--affinity", ",".join(str(c) for c in r.cpu_affinity)]
-        for provider in (r.execution_providers or []) if r.name == "onnxruntime" else []:
-            args += ["--provider", provider]
-        for remote in remote_files:
-            args += ["--model", remote]
-        answer = self._runner(*args)
-        results = []
-        for remote, digest, stats in zip(remote_files, digests, answer["models"]):
-            if stats.get("sha256") != digest:
-                raise BenchError(f"the device ran {remote} with sha256 {stats.get('sha256')}, but the host "
-                                 f"pushed {digest}: the copy is corrupt or stale; run the bench again")
-            results.append({**stats, "warnings": answer.get("warnings", [])})
-        self.transport.run(["rm", "-f", *remote_files], timeout=60)
-        return results
+        args = ["--warmup", str(self.warmup), "--repeats", str(self.repeats), "--runs", str(self.runs),
+                *runtime_args(self.spec)]
+        return push_and_time(self.transport, self._runner, remote_path_join(self.remote, "models"), files, args)
 
     def _runner(self, *args: str) -> dict:
         result = self.transport.run([device_python(self.spec), self.runner, *args],
@@ -420,7 +458,7 @@ class Bench:
         from ofa_edge.predictors.latency import LatencyPredictorError, fit_latency_predictor, format_summary
 
         try:
-            predictor = fit_latency_predictor(self.folder)
+            predictor = fit_latency_predictor(self.folder, self.spec.measure.statistic)
         except LatencyPredictorError as exc:
             self.log(f"no latency predictor: {exc}")
             return None
@@ -429,13 +467,19 @@ class Bench:
         return predictor
 
     # -------------------------------------------------------- outputs
-    def _write_outputs(self, block_rows: dict, subnet_rows: dict, timings: dict, ledger) -> None:
+    def _write_outputs(self, block_rows: dict, subnet_rows: dict, timings: dict, ledger, drift: dict) -> None:
         from converters.convert import converter_version
+        from ofa_edge.devices.statistic import describe
 
+        m = self.spec.measure
         method = {"warmup": self.warmup, "repeats": self.repeats, "runs_per_repeat": self.runs,
-                  "quick": self.options.quick, "interleaved": f"within batches of {self.options.batch} models",
-                  "statistics": "median_ms/iqr_ms/cov over per-repeat means; p10_ms, p50_ms, min_ms, "
-                                "trimmed_mean_ms over all runs; blocks_sum_ms and the latency predictor use p10_ms"}
+                  "passes": self.passes, "pass_gap_s": m.pass_gap_s, "quick": self.options.quick,
+                  "interleaved": f"within batches of {self.options.batch} models, reshuffled every pass",
+                  "reference_model": str(self.reference), "drift_limit": m.drift_limit,
+                  "drift_retries": m.drift_retries, "statistic": m.statistic,
+                  "statistics": "p10_ms/p50_ms/p90_ms: the percentile of all runs within each pass, then the median "
+                                "over passes; median_ms = p50_ms; blocks_sum_ms and the latency predictor use "
+                                f"{m.statistic_key} ({describe(m.statistic)})"}
         common = {"schema_version": SCHEMA_VERSION, "space_id": self.space.id, "spec": self.spec.name,
                   "identity_id": self.identity, "identity": self.identity_info, "format": self.fmt.name,
                   "converter": converter_version(), "supernet": self.options.supernet,
@@ -446,24 +490,68 @@ class Bench:
                     "depths": list(self.coverage.preset.depth_choices), "blocks": len(self.blocks)}
         blocks = [{**b.to_json(), **_stats(block_rows[b.id])} for b in self.blocks]
         write_json_atomic(self.folder / "blocks.json", {**common, "coverage": coverage, "blocks": blocks})
-        from ofa_edge.predictors.latency import STATISTIC
-
-        table = {b["id"]: b[STATISTIC] for b in blocks}
+        table = {b["id"]: b for b in blocks}
         rows = []
         for s in self.subnets:
             arch = self.space.parse(s["arch"])
             keys = arch_blocks(self.space.preset, arch, self.net.num_classes)
-            rows.append({**s, "resolution": arch.resolution, "blocks_sum_ms": round(sum(table[k.id] for k in keys), 6),
-                         **_stats(subnet_rows[s["arch"]])})
+            sums = {k: round(sum(table[x.id][k] for x in keys), 6) for k in PASS_KEYS}
+            rows.append({**s, "resolution": arch.resolution, "blocks_sum_ms": sums[m.statistic_key],
+                         "blocks_sum": sums, **_stats(subnet_rows[s["arch"]])})
         write_json_atomic(self.folder / "subnets.json", {**common, "coverage": coverage, "subnets": rows,
-                                                         "ledger": ledger.stop().to_json(),
+                                                         "drift": drift, "ledger": ledger.stop().to_json(),
                                                          "seconds_this_run": {k: round(v, 2) for k, v in timings.items()}})
 
 
+def drift_report(series: list[dict], counts: dict, measure) -> dict:
+    """The reference model's series over every bench run, and how much was measured again."""
+    baselines = [r["reference_ms"] for r in series if r["stage"] == "baseline"]
+    drifts = [abs(r["drift"]) for r in series if r.get("drift") is not None]
+    return {"limit": measure.drift_limit, "retries": measure.drift_retries,
+            "baselines_p50_ms": baselines, "calls": len(drifts),
+            "calls_over_limit": sum(1 for d in drifts if d > measure.drift_limit),
+            "max_abs_drift": round(max(drifts), 5) if drifts else None,
+            "passes_stored": counts["passes"], "passes_remeasured": counts["remeasured"],
+            "passes_flagged": counts["flagged"], "series": series}
+
+
+def push_and_time(transport: Transport, runner: Callable[..., dict], remote_dir: str, files: list[Path],
+                  time_args: list[str]) -> list[dict]:
+    """Push ``files`` (named by digest), time them in one ``runner time`` call, check that the
+    device ran what was pushed, and remove them again; the runner's stats, one per file."""
+    remote_files, digests = [], []
+    for f in files:
+        digest = sha256_file(f)
+        remote = remote_path_join(remote_dir, digest[:20] + f.suffix)
+        transport.put(str(f), remote)
+        remote_files.append(remote)
+        digests.append(digest)
+    args = ["time", *time_args]
+    for remote in remote_files:
+        args += ["--model", remote]
+    answer = runner(*args)
+    results = []
+    for remote, digest, stats in zip(remote_files, digests, answer["models"]):
+        if stats.get("sha256") != digest:
+            raise BenchError(f"the device ran {remote} with sha256 {stats.get('sha256')}, but the host "
+                             f"pushed {digest}: the copy is corrupt or stale; run the bench again")
+        results.append({**stats, "warnings": answer.get("warnings", [])})
+    transport.run(["rm", "-f", *sorted(set(remote_files))], timeout=60)
+    return results
+
+
+def reference_arch(coverage: SearchSpace) -> Arch:
+    """The drift monitor's reference model: the smallest subnet at the largest covered resolution
+    (small enough to cost little, large enough to time steadily)."""
+    return coverage.smallest(max(coverage.preset.resolutions))
+
+
 def _stats(stats: dict) -> dict:
-    keep = ("median_ms", "trimmed_mean_ms", "p10_ms", "p50_ms", "iqr_ms", "cov", "min_ms", "max_ms", "per_repeat_ms", "runs_total",
-            "sha256", "load_ms")
-    return {k: stats[k] for k in keep if k in stats} | {"runtime": stats.get("runtime")}
+    keep = ("median_ms", "p10_ms", "p50_ms", "p90_ms", "passes", "pass_p50_ms", "flagged_passes", "iqr_ms", "cov",
+            "min_ms", "max_ms", "per_repeat_ms", "runs_total", "sha256", "load_ms")
+    out = {k: stats[k] for k in keep if k in stats} | {"runtime": stats.get("runtime")}
+    out["median_ms"] = out["p50_ms"]  # one definition: the median of all runs
+    return out
 
 
 def _preset_names() -> set[str]:

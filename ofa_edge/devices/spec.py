@@ -96,9 +96,27 @@ class Budgets(_Section):
 
 
 class Measure(_Section):
+    """How a model is timed (ofa_edge.devices.protocol): ``passes`` passes over the shuffled
+    measurement set, each pass ``repeats`` x ``runs_per_repeat`` timed runs after ``warmup``; a
+    reference model in every batch watches for drift (more than ``drift_limit`` from its
+    baseline: the batch is measured again, at most ``drift_retries`` times)."""
+
     warmup: int = Field(default=10, ge=0, le=100_000)
     repeats: int = Field(default=5, gt=0, le=10_000)
     runs_per_repeat: int = Field(default=20, gt=0, le=100_000)
+    statistic: Literal["median", "p90", "p10"] = "median"
+    passes: int = Field(default=3, ge=1, le=100)
+    pass_gap_s: float = Field(default=2.0, ge=0, le=3600)
+    drift_limit: float = Field(default=0.10, gt=0, le=10)
+    drift_retries: int = Field(default=2, ge=0, le=20)
+    baseline_passes: int = Field(default=3, ge=1, le=100)
+
+    @property
+    def statistic_key(self) -> str:
+        """The stored figure this spec's statistic reads (``p50_ms`` for median)."""
+        from ofa_edge.devices.statistic import statistic_key
+
+        return statistic_key(self.statistic)
 
 
 class CyclesPerMac(_Section):

@@ -1,7 +1,7 @@
 """The measured latency predictor of one device identity: a block table, calibrated end to end.
 
 prediction(arch) = a * sum(block figures of arch) + b          (the calibration; the figure is
-                                                                STATISTIC, the 10th percentile)
+                                                                the spec's measure.statistic)
                    [+ c * blocks(arch) + d * resolution]       (a residual term, kept only when
                                                                 it lowers the leave-one-out error)
 
@@ -22,19 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from ofa_edge.devices.blocks import arch_blocks
+from ofa_edge.devices.statistic import DEFAULT_STATISTIC, statistic_key
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.fileio import write_json_atomic
 from ofa_edge.predictors.accuracy import kendall_tau
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.presets import get_preset
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FILE_NAME = "latency_predictor.json"
-#: The figure of each measurement that the table and the calibration use: the 10th percentile
-#: of all runs. On a shared machine scheduler spikes inflate means and medians of sub-millisecond
-#: runs unevenly; the low percentile is what the device does when nothing interferes, and it is
-#: the most repeatable (benchmarks/results/latency_predictor*.json compare the statistics).
-STATISTIC = "p10_ms"
+BENCH_SCHEMA = 2  # the bench outputs it reads (blocks.json, subnets.json: figures across passes)
 
 
 class LatencyPredictorError(OfaEdgeError):
@@ -83,10 +80,11 @@ class LatencyPredictor:
     num_classes: int
     identity: dict
     coverage: dict
-    table: dict[str, float]          # block id -> ms (STATISTIC of its runs)
+    table: dict[str, float]          # block id -> ms (the statistic across passes)
     coef: list[float]                # [a, b] or [a, b, c, d]
     validation: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
+    statistic: str = DEFAULT_STATISTIC  # median | p90 | p10 (ofa_edge.devices.statistic)
 
     @property
     def residual(self) -> bool:
@@ -122,7 +120,7 @@ class LatencyPredictor:
     # -------------------------------------------------------- files
     def to_json(self) -> dict:
         return {"schema_version": SCHEMA_VERSION, "kind": "latency-calibrated-block-table",
-                "statistic": STATISTIC, "space_id": self.space_id, "num_classes": self.num_classes, "identity": self.identity,
+                "statistic": self.statistic, "space_id": self.space_id, "num_classes": self.num_classes, "identity": self.identity,
                 "coverage": self.coverage, "model": "a*sum+b" + ("+c*blocks+d*resolution" if self.residual else ""),
                 "coef": self.coef, "validation": self.validation, "report": self.report, "table": self.table}
 
@@ -137,10 +135,12 @@ class LatencyPredictor:
         try:
             data = json.loads(path.read_text())
             if data.get("schema_version") != SCHEMA_VERSION or data.get("kind") != "latency-calibrated-block-table":
-                raise ValueError(f"schema {data.get('schema_version')}/{data.get('kind')}")
+                raise ValueError(f"schema {data.get('schema_version')}/{data.get('kind')}, this ofa-edge reads "
+                                 f"{SCHEMA_VERSION}/latency-calibrated-block-table")
+            statistic_key(data["statistic"])
             return cls(data["space_id"], data["num_classes"], data["identity"], data["coverage"],
                        {k: float(v) for k, v in data["table"].items()}, [float(c) for c in data["coef"]],
-                       data.get("validation", {}), data.get("report", {}))
+                       data.get("validation", {}), data.get("report", {}), data["statistic"])
         except FileNotFoundError:
             raise LatencyPredictorError(f"no latency predictor at {path}: run ofa-edge bench for this device "
                                         "first") from None
@@ -149,9 +149,11 @@ class LatencyPredictor:
                                         "run ofa-edge bench again to rebuild it") from None
 
 
-def fit_latency_predictor(folder: str | os.PathLike) -> LatencyPredictor:
-    """Fit on ``folder``'s blocks.json and subnets.json (a bench output) and validate."""
+def fit_latency_predictor(folder: str | os.PathLike, statistic: str = DEFAULT_STATISTIC) -> LatencyPredictor:
+    """Fit on ``folder``'s blocks.json and subnets.json (a bench output) and validate, with the
+    figures of ``statistic`` (each model stores all three, so any can be fitted without a new bench)."""
     folder = Path(folder)
+    STATISTIC = statistic_key(statistic)
     try:
         blocks = json.loads((folder / "blocks.json").read_text())
         subnets = json.loads((folder / "subnets.json").read_text())
@@ -163,11 +165,13 @@ def fit_latency_predictor(folder: str | os.PathLike) -> LatencyPredictor:
 
     space = SearchSpace(blocks["space_id"])
     heads = {b["out_c"] for b in blocks["blocks"] if b["role"] == "head"}
-    if any(STATISTIC not in row for row in blocks["blocks"] + subnets["subnets"]):
-        raise LatencyPredictorError(f"{folder}: the bench output has no {STATISTIC} (an older ofa-edge made it); "
-                                    "move the folder away and run ofa-edge bench again")
+    if blocks.get("schema_version") != BENCH_SCHEMA or any(STATISTIC not in row
+                                                          for row in blocks["blocks"] + subnets["subnets"]):
+        raise LatencyPredictorError(f"{folder}: the bench output has no {STATISTIC} across passes (an older "
+                                    "ofa-edge made it); run ofa-edge bench again: it measures in passes now")
     table = {b["id"]: float(b[STATISTIC]) for b in blocks["blocks"]}
-    draft = LatencyPredictor(space.id, heads.pop(), blocks["identity"], blocks["coverage"], table, [1.0, 0.0])
+    draft = LatencyPredictor(space.id, heads.pop(), blocks["identity"], blocks["coverage"], table, [1.0, 0.0],
+                             statistic=statistic)
     rows = subnets["subnets"]
     archs = [space.parse(r["arch"]) for r in rows]
     measured = np.array([r[STATISTIC] for r in rows], float)
@@ -200,10 +204,20 @@ def fit_latency_predictor(folder: str | os.PathLike) -> LatencyPredictor:
     return draft
 
 
+def predictor_for(folder: str | os.PathLike, statistic: str) -> LatencyPredictor:
+    """The predictor in ``folder`` for ``statistic``: refitted (and saved) from the stored figures
+    when the one there was fitted on another statistic; no new measurement is needed."""
+    predictor = LatencyPredictor.load(folder)
+    if predictor.statistic != statistic:
+        predictor = fit_latency_predictor(folder, statistic)
+        predictor.save(folder)
+    return predictor
+
+
 def format_summary(p: LatencyPredictor) -> str:
     v = p.validation
     if not v.get("n"):
         return "latency predictor: no held-out subnets to validate on (bench more whole subnets)"
-    return (f"latency predictor ({p.to_json()['model']}): held-out {v['n']} whole subnets: "
+    return (f"latency predictor ({p.to_json()['model']}, {p.statistic}): held-out {v['n']} whole subnets: "
             f"{v['within_5pct']:.0%} within ±5%, {v['within_10pct']:.0%} within ±10%, RMSE {v['rmse_ms']:.3f} ms, "
             f"RMSPE {v['rmspe']:.1%}, Kendall tau {v['kendall_tau']:.3f}")

@@ -50,7 +50,7 @@ def fronts(results: list[dict]) -> Panel:
         ratio, gain = h["latency_ratio_at_equal_accuracy"], h["accuracy_gain_at_equal_latency"]
         ax.set_xscale("log")
         ax.set_title(f"{f['spec']}: accuracy vs measured latency")
-        ax.set_xlabel("latency on the device (ms, p10)")
+        ax.set_xlabel(f"latency on the device (ms, {f.get('statistic', 'p10')})")
         ax.set_ylabel("top-1 on the device, test split (%)")
         ax.legend(fontsize=8, loc="lower right")
         table.append([f["spec"], _pair(ratio, "{:.2f}x"), _pair(gain, "{:+.2%}")])
@@ -83,7 +83,7 @@ def latency(result: dict) -> Panel:
         ax.set_xlim(lim), ax.set_ylim(lim)
         ax.grid(alpha=0.3)
         ax.set_title(f"{d['spec']}: {inside.mean():.0%} within ±10%")
-        ax.set_xlabel("measured (ms, p10)"), ax.set_ylabel("predicted (ms)")
+        ax.set_xlabel(f"measured (ms, {d.get('statistic', 'p10')})"), ax.set_ylabel("predicted (ms)")
         ax.legend(fontsize=8, loc="upper left")
         rel = pred / meas - 1
         table.append([d["spec"], str(len(pred)), f"{inside.mean():.0%}", f"{(np.abs(rel) <= 0.05).mean():.0%}",

@@ -46,7 +46,8 @@ def _script(name: str, *args: str, log: Callable[[str], None]) -> None:
 
 def latency_validation(runs: Path, space_id: str) -> dict:
     """Predicted vs measured latency of every bench's held-out subnets in ``runs``."""
-    from ofa_edge.predictors.latency import STATISTIC, LatencyPredictor
+    from ofa_edge.devices.statistic import statistic_key
+    from ofa_edge.predictors.latency import LatencyPredictor
     from ofa_edge.space.arch import Arch
 
     devices = []
@@ -58,9 +59,10 @@ def latency_validation(runs: Path, space_id: str) -> dict:
         if not rows:
             continue
         predicted = lp.predict([Arch.parse(r["arch"]) for r in rows])
-        devices.append({"spec": folder.parent.name, "statistic": STATISTIC, "archs": [r["arch"] for r in rows],
+        key = statistic_key(lp.statistic)
+        devices.append({"spec": folder.parent.name, "statistic": lp.statistic, "archs": [r["arch"] for r in rows],
                         "predicted_ms": [float(v) for v in predicted],
-                        "measured_ms": [float(r[STATISTIC]) for r in rows], "validation": lp.validation})
+                        "measured_ms": [float(r[key]) for r in rows], "validation": lp.validation})
     summaries = []  # the full benches of benchmarks/bench_latency_predictor.py, when on record
     path = _results_dir() / "latency_predictor.json"
     if path.is_file():

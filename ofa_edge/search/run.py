@@ -67,17 +67,17 @@ def setup_search(spec: DeviceSpec, supernet: str = "default", runs: str | Path =
                     "expands": list(space.preset.expand_choices)}
         source = f"cost model of {spec.name} ({spec.hardware.clock_mhz:g} MHz)"
     else:
-        from ofa_edge.predictors.latency import LatencyPredictor
+        from ofa_edge.predictors.latency import predictor_for
 
         memory = None
         folder = Path(runs) / spec.name / space.id
         if not (folder / "latency_predictor.json").is_file():
             raise OfaEdgeError(f"no latency predictor for {spec.name} in {folder}: run ofa-edge bench --spec "
                                f"{spec.source or spec.name} --quick first (or pass --runs DIR)")
-        lp = LatencyPredictor.load(folder)
+        lp = predictor_for(folder, spec.measure.statistic)
         latency, coverage = lp.predict, lp.coverage
         v = lp.validation
-        source = (f"measured on {spec.name} ({folder}; held-out {v.get('n')} subnets, "
+        source = (f"measured on {spec.name} ({folder}; {lp.statistic}; held-out {v.get('n')} subnets, "
                   f"{(v.get('within_10pct') or 0):.0%} within ±10%)")
     resolutions = spec.in_resolution_range(r for r in coverage["resolutions"] if r in trained)
     if not resolutions:

@@ -34,7 +34,8 @@ Commands
     Statistics, per model:
 
     - ``per_repeat_ms``: mean ms per run within each repeat (R entries);
-    - ``median_ms``: median of ``per_repeat_ms``;
+    - ``p10_ms`` / ``p50_ms`` / ``p90_ms``: percentiles (linear interpolation) of ALL R*M runs;
+      ``median_ms`` is ``p50_ms`` (the median of every run, not of per-repeat means);
     - ``iqr_ms``: interquartile range (q75 - q25, linear interpolation) of ``per_repeat_ms``;
     - ``cov``: sample stdev / mean of ``per_repeat_ms`` (0 when R == 1);
     - ``trimmed_mean_ms``: mean of ALL R*M individual runs after dropping the top and
@@ -78,7 +79,7 @@ import time
 import traceback
 
 PROTOCOL_VERSION = 1
-RUNNER_VERSION = "1.0.0"
+RUNNER_VERSION = "1.1.0"
 
 TFLITE_RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 # TFLite Micro's own interpreter (PyPI tflite-micro) runs a microcontroller's model on a host;
@@ -266,12 +267,13 @@ def summarize(runs_ms):
     stdev = statistics.stdev(per_repeat) if len(per_repeat) > 1 else 0.0
     return {
         "per_repeat_ms": [round(v, 6) for v in per_repeat],
-        "median_ms": round(statistics.median(per_repeat), 6),
+        "median_ms": round(_percentile(every, 0.50), 6),
         "trimmed_mean_ms": round(sum(kept) / len(kept), 6),
         "iqr_ms": round(_percentile(ordered, 0.75) - _percentile(ordered, 0.25), 6),
         "cov": round(stdev / mean, 6) if mean > 0 else 0.0,
         "p10_ms": round(_percentile(every, 0.10), 6),
         "p50_ms": round(_percentile(every, 0.50), 6),
+        "p90_ms": round(_percentile(every, 0.90), 6),
         "min_ms": round(every[0], 6),
         "max_ms": round(every[-1], 6),
         "runs_total": len(every),
@@ -818,7 +820,8 @@ def command_time(args):
         "method": {"warmup": args.warmup, "repeats": args.repeats, "runs": args.runs,
                    "seed": args.seed, "order": "interleaved by repeat",
                    "clock": "time.perf_counter_ns around set-input + invoke + get-output",
-                   "median_iqr_cov": "over per-repeat means",
+                   "percentiles": "p10/p50/p90 (median) over all runs",
+                   "iqr_cov": "over per-repeat means",
                    "trimmed_mean": "over all runs, 10% dropped from each end"},
         "seconds": round(time.perf_counter() - start_all, 3),
         "warnings": warnings,
