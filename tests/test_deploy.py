@@ -175,6 +175,14 @@ def test_cli_deploy_exits_1_and_lists_the_failed_checks(monkeypatch, capsys, tmp
     assert "verification failed: the device ran the file that was pushed: c3dc1b39 against a1b2c3d4" in err
     assert "latency" not in err
     assert str(tmp_path / "report.md") in err
+    # over the latency budget: the figures, and what to do
+    failed["latency_ms"] = {"measured": {"value": 0.47}, "budget": 0.4,
+                            "choice": "best candidate measured 0.470 ms (median) against a 0.4 ms budget after 2 "
+                                      "re-searches"}
+    assert main(["deploy", "--spec", "local"]) == 1
+    err = capsys.readouterr().err
+    assert "best candidate measured 0.470 ms (median) against a 0.4 ms budget after 2 re-searches; re-bench with " \
+           "ofa-edge bench --spec" in err
 
 
 def test_over_budget_fails_and_never_replaces_a_passed_bundle(benched):
@@ -192,3 +200,63 @@ def test_over_budget_fails_and_never_replaces_a_passed_bundle(benched):
     assert check["level"] == "fail" and not check["passed"] and check["threshold"] == measured / 10
     assert {p.name: p.read_bytes() for p in good.bundle.iterdir()} == before
     assert _check_bundle(bad.bundle)["verification"]["passed"] is False
+
+
+# --------------------------------------------------------------------------- budgets, on a mock device
+
+def _mock_deploy(benched, figures: list[float], **kw):
+    """Deploy to a MockTransport device named like the local one (so its predictor is used) whose
+    n-th candidate measures ``figures[n]`` ms (median), against a 1 ms budget."""
+    from fake_device import FakeDevice, RankedTimes
+
+    from ofa_edge.devices.transports import MockTransport
+
+    root, specs = benched
+    spec = load_spec(bench_spec_yaml(root / "mock.yaml", {"transport": "local"}, "/dev/fake",
+                                     name=specs["local"].name))
+    device = FakeDevice(ms=RankedTimes(figures))
+    device.transport = MockTransport(device)
+    lines: list[str] = []
+    result = deploy(spec, _options(root, transport=device.transport, latency_ms=1.0, log=lines.append, **kw))
+    return result, lines
+
+
+def test_mock_over_budget_candidate_makes_deploy_search_again_and_ship_the_next(benched):
+    root, _ = benched
+    out = root / "mock-budget"
+    result, lines = _mock_deploy(benched, [2.0, 0.5], out=out)
+    assert result.passed and result.bundle == out / "deploy-local"
+    lat = _check_bundle(result.bundle)["latency_ms"]
+    first, second = lat["candidates"]
+    assert first["measured_ms"] == pytest.approx(2.0) and first["within_budget"] is False
+    assert second["measured_ms"] == pytest.approx(0.5) and second["within_budget"] is True
+    # the re-search's budget is the budget scaled by the first candidate's predicted/measured
+    assert second["search_budget_ms"] <= 1.0 * first["predicted_ms"] / 2.0 * (1 + 1e-9)
+    assert second["predicted_ms"] <= second["search_budget_ms"]
+    assert result.manifest["arch"] == second["arch"] != first["arch"]
+    assert lat["statistic"] == "median" and lat["measured"]["value"] == pytest.approx(0.5)
+    assert lat["measured"]["passes"] == 3 and lat["budget"] == 1.0
+    (check,) = [c for c in result.manifest["verification"]["checks"] if "within the budget" in c["name"]]
+    assert check["passed"] and check["basis"] == "measured" and check["figure"] == pytest.approx(0.5)
+    assert any("re-search 1" in line for line in lines), lines
+
+
+def test_mock_no_candidate_within_budget_fails_with_figures_and_keeps_the_passed_bundle(benched):
+    root, _ = benched
+    out = root / "mock-none"
+    good, _ = _mock_deploy(benched, [0.5], out=out)
+    assert good.passed
+    before = {p.name: p.read_bytes() for p in good.bundle.iterdir()}
+    bad, lines = _mock_deploy(benched, [2.0, 1.6, 1.2], out=out)
+    assert not bad.passed and bad.bundle == out / "deploy-local.failed"
+    lat = _check_bundle(bad.bundle)["latency_ms"]
+    assert [c["measured_ms"] for c in lat["candidates"]] == pytest.approx([2.0, 1.6, 1.2])  # --candidates 3
+    assert len({c["arch"] for c in lat["candidates"]}) == 3
+    assert bad.manifest["arch"] == lat["candidates"][-1]["arch"]  # the fastest goes to verification
+    assert lat["choice"].startswith("best candidate measured 1.200 ms (median) against a 1 ms budget after 2 "
+                                    "re-searches")
+    (check,) = [c for c in bad.manifest["verification"]["checks"] if "within the budget" in c["name"]]
+    assert check["level"] == "fail" and not check["passed"] and check["figure"] == pytest.approx(1.2)
+    assert {p.name: p.read_bytes() for p in good.bundle.iterdir()} == before
+    one, _ = _mock_deploy(benched, [2.0], out=out, candidates=1)
+    assert not one.passed and len(one.manifest["latency_ms"]["candidates"]) == 1

@@ -89,13 +89,14 @@ def latency(result: dict) -> Panel:
         table.append([d["spec"], str(len(pred)), f"{inside.mean():.0%}", f"{(np.abs(rel) <= 0.05).mean():.0%}",
                       f"{np.sqrt(np.mean(rel ** 2)):.1%}"])
     for d in result["figures"].get("summaries", []):
-        table.append([f"{d['spec']} (full bench)", str(d["n"]), f"{d['within_10pct']:.0%}", f"{d['within_5pct']:.0%}",
+        table.append([d["spec"], str(d["n"]), f"{d['within_10pct']:.0%}", f"{d['within_5pct']:.0%}",
                       f"{d['rmspe']:.1%}"])
     fig.tight_layout()
     return Panel("latency", "Predicted vs measured latency", fig,
                  "Held-out whole subnets (chosen by arch hash before measuring), timed on the device, against "
-                 "the calibrated block-table predictor; the rows marked full bench are the full benches of "
-                 "this machine and of the slowed emulated device (25% CPU quota).",
+                 "the calibrated block-table predictor. The last rows are benchmarks/bench_latency_predictor.py: "
+                 "the old method (one pass, p10) against the new one (passes, drift monitor, median), on a quiet "
+                 "machine and under a competing load on the other core.",
                  "ofa-edge bench --spec <spec>; python benchmarks/bench_latency_predictor.py", table)
 
 

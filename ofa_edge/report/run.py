@@ -63,13 +63,13 @@ def latency_validation(runs: Path, space_id: str) -> dict:
         devices.append({"spec": folder.parent.name, "statistic": lp.statistic, "archs": [r["arch"] for r in rows],
                         "predicted_ms": [float(v) for v in predicted],
                         "measured_ms": [float(r[key]) for r in rows], "validation": lp.validation})
-    summaries = []  # the full benches of benchmarks/bench_latency_predictor.py, when on record
+    summaries = []  # the benches of benchmarks/bench_latency_predictor.py, when on record
     path = _results_dir() / "latency_predictor.json"
     if path.is_file():
-        for d in json.loads(path.read_text())["figures"]["devices"]:
-            if "calibrated" in d:
-                summaries.append({"spec": d["spec"], **d["calibrated"],
-                                  "source": "benchmarks/results/latency_predictor.json (full bench)"})
+        for b in json.loads(path.read_text())["figures"].get("benches", []):
+            summaries.append({"spec": f"local, {b['method']} method ({b['statistic']}, {b['passes']} passes), "
+                                      f"{b['condition']}", **b["validation"],
+                              "source": "benchmarks/results/latency_predictor.json"})
     return {"devices": devices, "summaries": summaries}
 
 
