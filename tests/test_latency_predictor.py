@@ -30,7 +30,8 @@ def test_quick_bench_predictor_holds_on_held_out_subnets(ci_local_bench):
     subnets = json.loads((result.folder / "subnets.json").read_text())["subnets"]
     held = {s["arch"] for s in subnets if s["role"] == "validation"}
     assert {p["arch"] for p in stored["report"]["validation_points"]} == held
-    assert stored["report"]["calibration_subnets"] == len(subnets) - 30
+    assert stored["report"]["calibration_subnets"] == len(subnets) - 30 == 32
+    assert stored["statistic"] == "median"
 
 
 def test_predict_is_vectorized_and_refuses_unmeasured_blocks(ci_local_bench):

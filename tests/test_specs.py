@@ -115,6 +115,9 @@ MALFORMED = {
     "bad name": (edit(base(), "name", "My Device"), "name", "'My Device' must be lower-case letters"),
     "ssh key on local transport": (edit(base(), "connection.host", "x"), "connection.host",
                                    "only used with transport ssh"),
+    "unknown latency statistic": (edit(base(), "measure.statistic", "mean"), "measure.statistic",
+                                  "'mean' is not one of: median, p90, p10"),
+    "zero passes": (edit(base(), "measure.passes", 0), "measure.passes", "must be ≥ 1, got 0"),
 }
 
 
