@@ -302,11 +302,21 @@ def test_mock_skewed_timings_store_the_spec_statistic(ci_bench, tmp_path, statis
     blocks, subnets = _tables(folder)
     predictor = LatencyPredictor.load(folder)
     assert predictor.statistic == statistic and blocks["method"]["statistic"] == statistic
+    with sqlite3.connect(folder / "measurements.sqlite") as db:
+        reference = {(key_, p): json.loads(stats)["reference_p50_ms"]
+                     for key_, p, stats in db.execute("SELECT key, pass, stats FROM measurements")}
+    level = st.median(reference.values())  # the reference model's level over the whole bench
     for row in blocks["blocks"] + subnets["subnets"]:
-        rows = passes[row["id"] if "id" in row else row["arch"]]
-        assert len(rows) == 3 and len({r[column] for r in rows}) > 1  # the passes differ
-        assert row[key] == pytest.approx(st.median(r[column] for r in rows), abs=1e-6)
+        name = row["id"] if "id" in row else row["arch"]
+        rows = passes[name]
+        assert len(rows) == 3 and len({r[column] for r in rows}) > 1  # the raw passes differ
+        # drift-corrected by the reference in the same runner call, then the median over passes
+        corrected = [r[column] * level / reference[name, r[0]] for r in rows]
+        assert row[key] == pytest.approx(st.median(corrected), abs=2e-6)
+        assert row["raw_p50_ms"] == pytest.approx(st.median(r[2] for r in rows), abs=1e-6)
         assert row["p10_ms"] < row["p50_ms"] < row["p90_ms"]
+        # every call was a little slower, and the reference was too: the correction takes it out
+        assert max(corrected) - min(corrected) < 1e-5 < max(r[column] for r in rows) - min(r[column] for r in rows)
     for b in blocks["blocks"]:
         assert predictor.table[b["id"]] == pytest.approx(b[key])
     for s in subnets["subnets"]:

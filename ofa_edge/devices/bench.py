@@ -309,8 +309,9 @@ class Bench:
                 with MeasurementStore(self.folder / "measurements.sqlite") as store:
                     self.identity = store.register(self.identity_info)
                     measured_now = self._measure_all(store, timings)
-                    block_rows = store.get(self.identity, "block", self.passes)
-                    subnet_rows = store.get(self.identity, "subnet", self.passes)
+                    corrected = self.spec.measure.drift_correction
+                    block_rows = store.get(self.identity, "block", self.passes, corrected)
+                    subnet_rows = store.get(self.identity, "subnet", self.passes, corrected)
                     drift = drift_report(store.drift_series(self.identity), store.pass_counts(self.identity),
                                          self.spec.measure)
                 self.drift = drift
@@ -477,9 +478,11 @@ class Bench:
                   "interleaved": f"within batches of {self.options.batch} models, reshuffled every pass",
                   "reference_model": str(self.reference), "drift_limit": m.drift_limit,
                   "drift_retries": m.drift_retries, "statistic": m.statistic,
-                  "statistics": "p10_ms/p50_ms/p90_ms: the percentile of all runs within each pass, then the median "
-                                "over passes; median_ms = p50_ms; blocks_sum_ms and the latency predictor use "
-                                f"{m.statistic_key} ({describe(m.statistic)})"}
+                  "statistics": "p10_ms/p50_ms/p90_ms: the percentile of all runs within each pass, drift-corrected "
+                                "by the reference model of its runner call, then the median over passes; median_ms = "
+                                "p50_ms; raw_p50_ms uncorrected; blocks_sum_ms and the latency predictor use "
+                                f"{m.statistic_key} ({describe(m.statistic)})",
+                  "drift_corrected": m.drift_correction}
         common = {"schema_version": SCHEMA_VERSION, "space_id": self.space.id, "spec": self.spec.name,
                   "identity_id": self.identity, "identity": self.identity_info, "format": self.fmt.name,
                   "converter": converter_version(), "supernet": self.options.supernet,
@@ -547,7 +550,7 @@ def reference_arch(coverage: SearchSpace) -> Arch:
 
 
 def _stats(stats: dict) -> dict:
-    keep = ("median_ms", "p10_ms", "p50_ms", "p90_ms", "passes", "pass_p50_ms", "flagged_passes", "iqr_ms", "cov",
+    keep = ("median_ms", "p10_ms", "p50_ms", "p90_ms", "passes", "pass_p50_ms", "flagged_passes", "raw_p50_ms", "iqr_ms", "cov",
             "min_ms", "max_ms", "per_repeat_ms", "runs_total", "sha256", "load_ms")
     out = {k: stats[k] for k in keep if k in stats} | {"runtime": stats.get("runtime")}
     out["median_ms"] = out["p50_ms"]  # one definition: the median of all runs

@@ -11,7 +11,9 @@ Bench and deploy both time with this protocol (deploy under the bench's device l
    least drift is kept and flagged.
 3. **Passes.** A model is timed in ``passes`` passes over the shuffled measurement set, at least
    ``pass_gap_s`` apart; its figure is the median over passes of the pass percentile
-   (``ofa_edge.devices.statistic``).
+   (``ofa_edge.devices.statistic``). Each pass row keeps the reference's p50 of its runner call,
+   so that the bench can take out the drift that stayed within the limit
+   (``ofa_edge.devices.statistic.drift_corrected``).
 
 Every runner call leaves a record in :attr:`TimingProtocol.series`: the drift series a bench
 reports and stores.
@@ -81,7 +83,9 @@ class TimingProtocol:
         size, drift, kept = min(tries, key=lambda t: t[0])
         flagged = size > self.m.drift_limit
         self.flagged += flagged
-        return [{**r, "drift": round(drift, 5), "attempts": len(tries), "flagged": flagged} for r in kept]
+        reference_ms = self.baseline * (1.0 + drift)
+        return [{**r, "drift": round(drift, 5), "attempts": len(tries), "flagged": flagged,
+                 "reference_p50_ms": round(reference_ms, 6)} for r in kept]
 
     def measure(self, files: list[Path]) -> list[dict]:
         """All passes of a few ``files`` (deploy): each file's stats across passes, plus

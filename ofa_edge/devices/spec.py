@@ -110,6 +110,7 @@ class Measure(_Section):
     drift_limit: float = Field(default=0.10, gt=0, le=10)
     drift_retries: int = Field(default=2, ge=0, le=20)
     baseline_passes: int = Field(default=3, ge=1, le=100)
+    drift_correction: bool = True
 
     @property
     def statistic_key(self) -> str:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import statistics
 import time
 from pathlib import Path
 
-from ofa_edge.devices.statistic import across_passes
+from ofa_edge.devices.statistic import across_passes, drift_corrected
 
 SCHEMA_VERSION = 2
 
@@ -87,12 +88,22 @@ class MeasurementStore:
             out.setdefault(key, {})[index] = json.loads(stats)
         return out
 
-    def get(self, identity: str, kind: str, passes: int = 1) -> dict[str, dict]:
+    def reference_level(self, identity: str) -> float | None:
+        """The reference model's median p50 over every runner call of ``identity`` (None when no
+        row carries it)."""
+        values = sorted(json.loads(stats).get("reference_p50_ms") for (stats,) in self.db.execute(
+            "SELECT stats FROM measurements WHERE identity=?", (identity,)))
+        values = [v for v in values if v]
+        return statistics.median(values) if values else None
+
+    def get(self, identity: str, kind: str, passes: int = 1, corrected: bool = True) -> dict[str, dict]:
         """key -> the model's figures over its first ``passes`` passes (models with fewer are left
-        out): ``across_passes`` plus the last pass's other runner fields."""
+        out): ``across_passes`` of the drift-corrected pass rows (``corrected``), plus the last
+        pass's other runner fields."""
+        level = self.reference_level(identity) if corrected else None
         out = {}
         for key, rows in self.passes(identity, kind).items():
-            chosen = [rows[i] for i in sorted(rows)[:passes]]
+            chosen = [drift_corrected(rows[i], level) for i in sorted(rows)[:passes]]
             if len(chosen) < passes:
                 continue
             out[key] = {**chosen[-1], **across_passes(chosen)}
