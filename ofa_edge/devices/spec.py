@@ -105,7 +105,7 @@ class Measure(_Section):
     repeats: int = Field(default=5, gt=0, le=10_000)
     runs_per_repeat: int = Field(default=20, gt=0, le=100_000)
     statistic: Literal["median", "p90", "p10"] = "median"
-    passes: int = Field(default=3, ge=1, le=100)
+    passes: int = Field(default=5, ge=1, le=100)
     pass_gap_s: float = Field(default=2.0, ge=0, le=3600)
     drift_limit: float = Field(default=0.10, gt=0, le=10)
     drift_retries: int = Field(default=2, ge=0, le=20)
