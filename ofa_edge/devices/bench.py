@@ -371,7 +371,8 @@ class Bench:
                 timings["measure_s"] += time.perf_counter() - t1
 
         protocol = TimingProtocol(time_models, reference, self.spec.measure, self.log)
-        protocol.warm_up()
+        first = next(m for m in missing if m)[:self.options.batch]
+        protocol.warm_up([self._file_once(kind, key, item) for kind, key, item in first])
         store.add_drift(self.identity, self.run_id, protocol.series)
         touched: set[tuple[str, str]] = set()
         progress = _progress(self.options.progress)

@@ -2,8 +2,11 @@
 
 Bench and deploy both time with this protocol (deploy under the bench's device lock):
 
-1. **Baseline.** A reference model (a fixed small subnet) is timed alone ``baseline_passes``
-   times; its baseline is the median of those p50 figures.
+1. **Baseline.** A reference model (a fixed small subnet) is timed ``baseline_passes`` times
+   in warm-up passes beside the first batch (the conditions it will be judged in: a model timed
+   alone runs warmer caches than one in a batch); its baseline is the median of those p50
+   figures, and from then on the median of those and of every accepted batch's reference, so
+   that a baseline caught in a slow (or fast) moment does not make every later batch "drift".
 2. **Batches.** Every runner call times the reference model together with the batch (runs
    interleaved by repeat, so a disturbance hits both). When the reference's p50 is more than
    ``drift_limit`` away from the baseline, the batch is measured again, at most
@@ -40,6 +43,7 @@ class TimingProtocol:
         self.log, self.sleep, self.clock = log, sleep, clock
         self.start = clock()
         self.baseline: float | None = None
+        self.accepted: list[float] = []  # the reference's p50 of the warm-up and of every accepted call
         self.series: list[dict] = []
         self.remeasured = 0      # runner calls repeated because the reference drifted
         self.flagged = 0         # batches kept with a drift over the limit
@@ -52,29 +56,32 @@ class TimingProtocol:
         self.series.append(record)
         return record
 
-    def warm_up(self) -> float:
-        """Time the reference alone to set its baseline (p50 ms)."""
-        figures = []
+    def warm_up(self, beside: list[Path] | None = None) -> float:
+        """Time the reference (beside ``beside``, the first batch) to set its baseline (p50 ms)."""
         for i in range(self.m.baseline_passes):
-            figure = float(self.time_models([self.reference])[0]["p50_ms"])
-            figures.append(figure)
+            figure = float(self.time_models([self.reference, *(beside or [])])[0]["p50_ms"])
+            self.accepted.append(figure)
             self._record("baseline", i, figure, None, True)
-        self.baseline = statistics.median(figures)
+        self.baseline = statistics.median(self.accepted)
         return self.baseline
 
     def time_batch(self, files: list[Path], stage="pass") -> list[dict]:
         """One pass of ``files`` with the reference beside them; each stats dict gets ``drift``
         (of the kept attempt), ``attempts`` and ``flagged``."""
         if self.baseline is None:
-            self.warm_up()
+            self.warm_up(files)
         tries = []
+        baseline = self.baseline
         for attempt in range(1 + self.m.drift_retries):
             results = self.time_models([self.reference, *files])
-            drift = float(results[0]["p50_ms"]) / self.baseline - 1.0
+            reference = float(results[0]["p50_ms"])
+            drift = reference / baseline - 1.0
             ok = abs(drift) <= self.m.drift_limit
-            self._record(stage, attempt, float(results[0]["p50_ms"]), drift, ok)
+            self._record(stage, attempt, reference, drift, ok)
             tries.append((abs(drift), drift, results[1:]))
             if ok:
+                self.accepted.append(reference)
+                self.baseline = statistics.median(self.accepted)
                 break
             if attempt < self.m.drift_retries:
                 self.remeasured += 1
@@ -83,7 +90,7 @@ class TimingProtocol:
         size, drift, kept = min(tries, key=lambda t: t[0])
         flagged = size > self.m.drift_limit
         self.flagged += flagged
-        reference_ms = self.baseline * (1.0 + drift)
+        reference_ms = baseline * (1.0 + drift)
         return [{**r, "drift": round(drift, 5), "attempts": len(tries), "flagged": flagged,
                  "reference_p50_ms": round(reference_ms, 6)} for r in kept]
 
