@@ -72,3 +72,17 @@ def test_carbon_paragraph_matches_carbon_json():
     assert float(sep_wh) == round(sc["separate"]["energy_j"][-1] / 3600, 1)
     assert float(sep_g) == round(sc["separate"]["co2e_g"][-1], 1)
     assert float(ratio) == round(sc["ratio_at_max"], 1) and int(crossover) == sc["crossover_n"]
+
+
+def test_latency_method_table_matches_latency_predictor_json():
+    """The README's old-vs-new measuring table is benchmarks/results/latency_predictor.json."""
+    benches = _figures("latency_predictor")["benches"]
+    assert len(benches) == 6
+    for b in benches:
+        label = f"{b['method']}, {b['statistic']}, {b['passes']} pass{'es' if b['passes'] > 1 else ''}, {b['condition']}"
+        within5, within10, rmspe, tau, measure_s, again, flagged = _row(label, 7)
+        v, d = b["validation"], b["drift"]
+        assert abs(_pct(within5) - v["within_5pct"]) < 0.006 and abs(_pct(within10) - v["within_10pct"]) < 0.006
+        assert abs(_pct(rmspe) - v["rmspe"]) < 0.0006 and abs(float(tau) - v["kendall_tau"]) < 0.0006
+        assert float(measure_s) == round(b["measure_s"]) and int(again) == d["passes_remeasured"]
+        assert int(flagged) == d["passes_flagged"]
