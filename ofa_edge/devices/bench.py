@@ -402,17 +402,12 @@ class Bench:
                     if self.options.after_batch:
                         self.options.after_batch(stored)
                 if p + 1 < self.passes:  # passes are separated in time, never back to back
-                    self.options_sleep(self.spec.measure.pass_gap_s - (time.monotonic() - pass_started))
+                    _sleep(self.spec.measure.pass_gap_s - (time.monotonic() - pass_started))
         s = protocol.summary()
         self.log(f"drift monitor: reference baseline {s['reference_baseline_p50_ms']:.4f} ms (p50), "
                  f"{s['batches']} batches, {s['remeasured_calls']} re-measured, {s['flagged_batches']} kept flagged, "
                  f"largest drift {s['max_abs_drift']:.1%}")
         return len(touched)
-
-    @staticmethod
-    def options_sleep(seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
 
     def _file_once(self, kind: str, key: str, item) -> Path:
         """The model file of one item, looked up (or converted) once per bench run."""
@@ -505,6 +500,11 @@ class Bench:
         write_json_atomic(self.folder / "subnets.json", {**common, "coverage": coverage, "subnets": rows,
                                                          "drift": drift, "ledger": ledger.stop().to_json(),
                                                          "seconds_this_run": {k: round(v, 2) for k, v in timings.items()}})
+
+
+def _sleep(seconds: float) -> None:
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def drift_report(series: list[dict], counts: dict, measure) -> dict:
