@@ -11,7 +11,7 @@ fails, and the deploy exits 1.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +30,6 @@ class Candidate:
     conversion: dict
     sub: object                    # the recalibrated torch subnet (the host checks use it)
     timing: dict | None = None     # its figures across passes on the device
-    notes: list[str] = field(default_factory=list)
 
     @property
     def predicted_ms(self) -> float:

@@ -170,7 +170,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
             log("4/10 time: no shell reaches an MCU; the cost model predicts its latency")
         else:
             chosen, tried, how = _measured_choice(spec, o, net, setup, arch, budget, make, calibration.quant_x,
-                                                  staging, searched=not o.arch)
+                                                  staging, fmt, searched=not o.arch)
         log(f"5/10 choose: {how}; verifying on {data.note}")
         return _finish(spec, o, net, ckpt, chosen, tried, how, data, staging, fmt, ledger, setup.objective.budgets)
     except BaseException:
@@ -186,7 +186,7 @@ def _convert(spec, fmt, sub, resolution: int, quant_x: np.ndarray, path: Path) -
     return convert_module(sub, (1, 3, resolution, resolution), fmt, path, quant_images, spec.runtime.max_opset)
 
 
-def _measured_choice(spec, o, net, setup, arch, budget, make, quant_x, staging: Path, searched: bool):
+def _measured_choice(spec, o, net, setup, arch, budget, make, quant_x, staging: Path, fmt, searched: bool):
     """Time search's choice on the device; over the budget, search again (``ofa_edge.candidates``)."""
     from ofa_edge.candidates import DeviceTimer, choose
     from ofa_edge.devices.bench import reference_arch
@@ -195,8 +195,8 @@ def _measured_choice(spec, o, net, setup, arch, budget, make, quant_x, staging: 
     from ofa_edge.search.run import run_search
 
     reference = reference_arch(setup.coverage)
-    ref_path = _ensure(staging / "reference") / f"reference{format_suffix(spec)}"
-    _convert(spec, format_for_spec(spec), net.extract(reference).eval(), reference.resolution, quant_x, ref_path)
+    ref_path = _ensure(staging / "reference") / f"reference{fmt.suffix}"
+    _convert(spec, fmt, net.extract(reference).eval(), reference.resolution, quant_x, ref_path)
 
     def research(scaled: float):
         budgets = setup.objective.budgets
@@ -214,16 +214,6 @@ def _measured_choice(spec, o, net, setup, arch, budget, make, quant_x, staging: 
     with DeviceTimer(spec, ref_path, lambda line: o.log("     " + line), o.transport, o.break_lock) as timer:
         return choose(arch, budget, spec.measure.statistic, max(1, o.candidates), research if searched else None,
                       make, timer, o.log)
-
-
-def format_suffix(spec) -> str:
-    return format_for_spec(spec).suffix
-
-
-def format_for_spec(spec):
-    from converters import format_for
-
-    return format_for(spec.runtime.name, spec.precision)
 
 
 PARITY_IMAGES = 64  # images whose outputs the fp32 check compares with torch

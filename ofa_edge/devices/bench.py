@@ -309,9 +309,9 @@ class Bench:
                 with MeasurementStore(self.folder / "measurements.sqlite") as store:
                     self.identity = store.register(self.identity_info)
                     measured_now = self._measure_all(store, timings)
-                    corrected = self.spec.measure.drift_correction
-                    block_rows = store.get(self.identity, "block", self.passes, corrected)
-                    subnet_rows = store.get(self.identity, "subnet", self.passes, corrected)
+                    level = store.reference_level(self.identity) if self.spec.measure.drift_correction else None
+                    block_rows = store.get(self.identity, "block", self.passes, level)
+                    subnet_rows = store.get(self.identity, "subnet", self.passes, level)
                     drift = drift_report(store.drift_series(self.identity), store.pass_counts(self.identity),
                                          self.spec.measure)
                 self.drift = drift

@@ -96,11 +96,10 @@ class MeasurementStore:
         values = [v for v in values if v]
         return statistics.median(values) if values else None
 
-    def get(self, identity: str, kind: str, passes: int = 1, corrected: bool = True) -> dict[str, dict]:
+    def get(self, identity: str, kind: str, passes: int = 1, level: float | None = None) -> dict[str, dict]:
         """key -> the model's figures over its first ``passes`` passes (models with fewer are left
-        out): ``across_passes`` of the drift-corrected pass rows (``corrected``), plus the last
-        pass's other runner fields."""
-        level = self.reference_level(identity) if corrected else None
+        out): ``across_passes`` of the pass rows, drift-corrected to the reference ``level``
+        (:meth:`reference_level`; None: raw), plus the last pass's other runner fields."""
         out = {}
         for key, rows in self.passes(identity, kind).items():
             chosen = [drift_corrected(rows[i], level) for i in sorted(rows)[:passes]]

@@ -3,7 +3,6 @@
 Nothing here imports torch or tensorflow: ``runner.py`` runs on the device alone, and
 this package only tells the host where it is and which protocol it speaks.
 """
-from __future__ import annotations
 
 from pathlib import Path
 

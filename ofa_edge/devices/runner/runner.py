@@ -61,7 +61,6 @@ Commands
 
 Every answer names the ``sha256`` of each model file it ran.
 """
-from __future__ import annotations
 
 import argparse
 import contextlib
