@@ -82,8 +82,8 @@ class DeployResult:
 def _check(name: str, passed: bool, figure, threshold, level: str = "fail", note: str = "",
            basis: str = "measured") -> dict:
     """One verification check; ``basis`` says whether its figure was measured or is a prediction."""
-    return {"name": name, "passed": bool(passed), "figure": figure, "threshold": threshold, "level": level,
-            "note": note, "basis": basis}
+    return {"name": name, "passed": None if passed is None else bool(passed), "figure": figure,
+            "threshold": threshold, "level": level, "note": note, "basis": basis}
 
 
 def _float_tensors(path: Path) -> list[str]:
@@ -212,8 +212,11 @@ def _measured_choice(spec, o, net, setup, arch, budget, make, quant_x, staging: 
     o.log(f"4/10 time on the device: {spec.measure.passes} passes of the spec's {spec.measure.statistic}, "
           f"reference model {reference} as the drift monitor, under the bench lock")
     with DeviceTimer(spec, ref_path, lambda line: o.log("     " + line), o.transport, o.break_lock) as timer:
-        return choose(arch, budget, spec.measure.statistic, max(1, o.candidates), research if searched else None,
-                      make, timer, o.log)
+        chosen, tried, how = choose(arch, None if spec.emulated else budget, spec.measure.statistic,
+                                    max(1, o.candidates), research if searched else None, make, timer, o.log)
+    if spec.emulated:  # no budget was given to choose: its first candidate is kept, whatever its time
+        how = f"the first candidate, timed to check that timing runs; its latency is {EMULATED}"
+    return chosen, tried, how
 
 
 PARITY_IMAGES = 64  # images whose outputs the fp32 check compares with torch
@@ -311,7 +314,8 @@ def _finish(spec, o, net, ckpt, chosen, tried, how, data, staging, fmt, ledger, 
         "latency_ms": {"predicted": row["predicted"]["latency_ms"], "statistic": found["statistic"],
                        "source": found["latency_source"], "measured": found["measured"],
                        "budget": budgets.get("latency_ms"), "choice": how,
-                       "candidates": [c.to_json(spec.measure.statistic_key, budgets.get("latency_ms"))
+                       "candidates": [c.to_json(spec.measure.statistic_key,
+                                                None if spec.emulated else budgets.get("latency_ms"))
                                       for c in tried] if found["measured"] else []},
         "input": {"resolution": r, "layout": host.get("layout"), "dtype": inp.get("dtype"), "scale": inp.get("scale"),
                   "zero_point": inp.get("zero_point"),
@@ -365,12 +369,14 @@ def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, chosen, b
     timing = chosen.timing
     measured, predicted = float(timing[m.statistic_key]), chosen.predicted_ms
     log(f"9/10 device time: {m.statistic} {measured:.3f} ms over {timing['passes']} passes (p10 {timing['p10_ms']:.3f}, "
-        f"p90 {timing['p90_ms']:.3f}), predicted {predicted:.3f} ms")
+        f"p90 {timing['p90_ms']:.3f}), predicted {predicted:.3f} ms"
+        + (f"; {EMULATED}: the timing ran, its figure is no latency" if spec.emulated else ""))
     pushed, off = sha256_file(model_path), abs(measured - predicted) / predicted
     return {
         "device": device_identity(spec, info, fmt), "device_top1": on_device["top1"],
         "device_runtime": timing.get("runtime"), "agreement": agreement, "statistic": m.statistic,
-        "latency_source": f"measured on the device: {describe(m.statistic)}",
+        "latency_source": (f"timed on an emulated device (QEMU), {EMULATED} as a latency" if spec.emulated
+                           else f"measured on the device: {describe(m.statistic)}"),
         "measured": {"value": measured, "median": timing["p50_ms"], "p10": timing["p10_ms"], "p90": timing["p90_ms"],
                      "iqr": timing.get("iqr_ms", 0.0), "passes": timing["passes"],
                      "pass_p50_ms": timing["pass_p50_ms"], "flagged_passes": timing["flagged_passes"],
@@ -382,10 +388,22 @@ def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, chosen, b
                                 (timing.get("sha256") or "")[:16], pushed[:16])],
         "checks": [_check("device labels agree with the host reference", agreement >= o.agreement_min,
                           round(agreement, 4), o.agreement_min),
-                   *_latency_budget_check(measured, budgets.get("latency_ms"), m.statistic, spec),
-                   _check("measured latency vs predicted", off <= o.latency_warn, round(off, 4), o.latency_warn,
-                          level="warn")],
+                   *([_emulated_latency_check(budgets.get("latency_ms"))] if spec.emulated else [
+                       *_latency_budget_check(measured, budgets.get("latency_ms"), m.statistic, spec),
+                       _check("measured latency vs predicted", off <= o.latency_warn, round(off, 4), o.latency_warn,
+                              level="warn")])],
     }
+
+
+EMULATED = "not applicable (emulated device)"
+
+
+def _emulated_latency_check(budget: float | None) -> dict:
+    """An emulated device (``emulated: true``, QEMU) runs the device's instructions, not at its
+    speed: its latency check neither passes nor fails (``passed`` null, level ``n/a``)."""
+    return _check("measured latency within the budget (ms)", None, EMULATED, budget, level="n/a",
+                  note="QEMU emulates the device's instructions, not its timing (30-170x slower): the "
+                       "outputs are checked, the latency is not")
 
 
 def _latency_budget_check(figure: float, budget: float | None, statistic: str | None, spec,
@@ -484,7 +502,8 @@ def _report(m: dict) -> str:
         t = lat["measured"]
         latency = (f"predicted {lat['predicted']:.3f} ms, measured {lat['statistic']} {t['value']:.3f} ms over "
                    f"{t['passes']} passes (p10 {t['p10']:.3f}, p90 {t['p90']:.3f}) against a budget of "
-                   f"{lat['budget']} ms; {lat['choice']}")
+                   f"{lat['budget']} ms; {lat['choice']}"
+                   + (f"; {lat['source']}" if m["device"].get("emulated") else ""))
     else:
         latency = f"{lat['predicted']:.2f} ms from the {lat['source']} (a prediction)"
     lines = [f"# ofa-edge bundle for {m['spec']}", "",
@@ -510,10 +529,12 @@ def _report(m: dict) -> str:
         lines += ["", "| candidate | predicted top-1 | predicted ms | measured ms | within budget |",
                   "|---|---|---|---|---|"]
         lines += [f"| `{c['arch']}` | {c['predicted_top1']:.2%} | {c['predicted_ms']:.3f} | {c['measured_ms']:.3f} | "
-                  f"{'yes' if c['within_budget'] else 'no'} |" for c in lat["candidates"]]
+                  f"{'n/a' if c['within_budget'] is None else 'yes' if c['within_budget'] else 'no'} |"
+                  for c in lat["candidates"]]
     lines += ["", "| check | figure | threshold | result | basis | note |", "|---|---|---|---|---|---|"]
     for c in m["verification"]["checks"]:
-        result = "ok" if c["passed"] else ("warning" if c["level"] == "warn" else "FAILED")
+        result = ("not applicable" if c["passed"] is None else "ok" if c["passed"]
+                  else "warning" if c["level"] == "warn" else "FAILED")
         lines.append(f"| {c['name']} | {c['figure']} | {c['threshold']} | {result} | {c.get('basis', 'measured')} | "
                      f"{c['note']} |")
     lines += ["", "Files:", ""] + [f"- `{f['name']}` {f['bytes']:,} bytes, sha256 `{f['sha256']}`" for f in m["files"]]

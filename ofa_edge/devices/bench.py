@@ -179,7 +179,8 @@ def device_identity(spec: DeviceSpec, info: dict, fmt: Format) -> dict:
             "runtime_version": version, **accel, "threads": r.threads, "affinity": r.cpu_affinity,
             "governor": (info.get("cpufreq") or {}).get("governor"),
             "cpu": (info.get("cpu") or {}).get("model"), "cores": (info.get("cores") or {}).get("logical"),
-            "machine": info.get("machine"), "hostname": info.get("hostname")}
+            "machine": info.get("machine"), "hostname": info.get("hostname"),
+            **({"emulated": True} if spec.emulated else {})}  # only then: other identities keep their ids
 
 
 class DeviceLock:

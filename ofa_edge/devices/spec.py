@@ -139,6 +139,9 @@ class DeviceSpec(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     kind: Literal["cpu", "gpu", "mcu"]
     description: Optional[str] = None
+    #: an emulator (QEMU) stands in for the device: its outputs are the device's, its timings are
+    #: not (deploy's latency check is not applicable, the dashboard leaves it out of latency panels)
+    emulated: bool = False
     hardware: Hardware
     connection: Connection
     runtime: Runtime

@@ -55,6 +55,8 @@ def latency_validation(runs: Path, space_id: str) -> dict:
         if not (folder / "latency_predictor.json").is_file() or not (folder / "subnets.json").is_file():
             continue
         lp = LatencyPredictor.load(folder)
+        if lp.identity.get("emulated"):  # an emulated device's timings are no latencies
+            continue
         rows = [r for r in json.loads((folder / "subnets.json").read_text())["subnets"] if r.get("role") == "validation"]
         if not rows:
             continue
