@@ -17,6 +17,12 @@ EXPORTER_MAX_OPSET = 17  # torch's TorchScript exporter, which writes small grap
 MIN_OPSET = 14           # HardSwish needs opset 14
 
 
+def ir_version_for(opset: int) -> int:
+    """The ONNX IR version our files carry at ``opset`` (what torch's exporter writes, measured with
+    torch 2.13: IR 7 at opset 14, IR 8 at 15-18); the device's onnxruntime must read it."""
+    return 7 if opset <= 14 else 8
+
+
 def choose_opset(runtime_max_opset: int | None) -> int:
     opset = min(EXPORTER_MAX_OPSET, runtime_max_opset or EXPORTER_MAX_OPSET)
     if opset < MIN_OPSET:
@@ -52,6 +58,7 @@ def export_onnx(model: torch.nn.Module, resolution: int | tuple[int, ...], path:
             torch.onnx.export(model, (example,), tmp, input_names=["input"], output_names=["output"],
                               opset_version=opset, dynamo=False, do_constant_folding=True)
         graph = onnx.load(tmp, load_external_data=True)
+        graph.ir_version = min(graph.ir_version, ir_version_for(opset))  # what the device's onnxruntime reads
         onnx.checker.check_model(graph)
         onnx.save(graph, tmp, save_as_external_data=False)  # one self-contained file
         os.replace(tmp, path)

@@ -61,8 +61,7 @@ class DeviceTimer:
 
         self.session = DeviceSession(self.spec, "deploy-timing", self.given).__enter__()
         try:
-            work = self.session.transport.expand_user(self.spec.device.work_dir)
-            self.lock = DeviceLock(self.session.transport, work, self.break_lock, self.log)
+            self.lock = DeviceLock(self.session.transport, self.session.root, self.break_lock, self.log)
             self.lock.acquire()
         except BaseException:
             self.session.__exit__(None, None, None)

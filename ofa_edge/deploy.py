@@ -118,6 +118,8 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     ckpt = checkpoint_file(o.supernet)
     space = net.space
     mcu = spec.connection.transport == "none"
+    if not mcu:
+        _check_ready(spec, o)  # before anything is converted: one line when the device is not ready
     predictor_file = Path(o.runs) / spec.name / space.id / "latency_predictor.json"
     if not mcu and not predictor_file.is_file():
         command = f"ofa-edge bench --spec {spec.source or spec.name} --quick --out {o.runs}"
@@ -176,6 +178,16 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise
+
+
+def _check_ready(spec, o) -> None:
+    """The device's readiness (Python, numpy, runtime, format, delegate, pinning), in seconds."""
+    from ofa_edge.devices.session import DeviceSession
+
+    with DeviceSession(spec, "check", o.transport) as dev:
+        info = dev.ready(lambda line: o.log("     " + line))
+    rt = ", ".join(f"{k} {v.get('version')}" for k, v in (info.get("runtimes") or {}).items() if v.get("available"))
+    o.log(f"1/10 load: {spec.name} is ready (Python {info['python']['version']}, {rt}, {info.get('machine')})")
 
 
 def _convert(spec, fmt, sub, resolution: int, quant_x: np.ndarray, path: Path) -> dict:

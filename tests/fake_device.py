@@ -38,13 +38,20 @@ class FakeDevice:
         import hashlib
         import shlex
 
+        from ofa_edge.devices.runner_host import RUNNER_NAME
+
+        if "mktemp -d" in text:  # the session's run folder
+            return shlex.split(text.split("mktemp -d", 1)[1])[0].replace("XXXXXX", "abc123") + "\n"
         words = shlex.split(text) if "&&" not in text else []
-        if "runner.py" not in text or not words:
+        if RUNNER_NAME not in text or not words:
             return 0
         answer = {"protocol": self.protocol, "ok": True, "command": words[2]}
-        if words[2] == "info":
+        if words[2] == "protocol":
+            answer["runner_sha256"] = hashlib.sha256(self.transport.files[words[1]]).hexdigest()
+        elif words[2] == "info":
             answer.update({"runtimes": {"ai_edge_litert": {"available": True, "version": "2.1.0"}},
-                           "tflite_interpreter": "ai_edge_litert", "cpu": {"model": "fake"}, "cores": {"logical": 4}})
+                           "tflite_interpreter": "ai_edge_litert", "cpu": {"model": "fake"}, "cores": {"logical": 4},
+                           "python": {"version": "3.11.2"}, "numpy": "1.26.4", "machine": "aarch64"})
         elif words[2] == "time":
             self.time_calls += 1
             factor = self.factors.get(self.time_calls, 1.0)

@@ -14,7 +14,7 @@ from conftest import require
 from converters import FORMATS
 from converters.c_array import ALIGNMENT, compile_check, write_c_array
 from converters.errors import ConversionError
-from ofa_edge.devices.runner import RUNNER_PATH
+from ofa_edge.devices.runner_host import runner_app
 
 
 def _compiler() -> str:
@@ -79,7 +79,7 @@ def test_micro_model_uses_only_ops_tflite_micro_runs(micro_model):
 
 
 def _runner_eval(model, data, *extra) -> dict:
-    done = subprocess.run([sys.executable, str(RUNNER_PATH), "eval", "--model", str(model), "--data", str(data),
+    done = subprocess.run([sys.executable, str(runner_app()), "eval", "--model", str(model), "--data", str(data),
                            *extra], capture_output=True, text=True)
     return json.loads(done.stdout)
 

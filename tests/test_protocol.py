@@ -22,7 +22,7 @@ def test_statistic_is_a_percentile_within_a_pass_then_the_median_over_passes():
 
 
 def test_the_runner_median_is_the_p50_of_all_runs_not_of_repeat_means():
-    from ofa_edge.devices.runner.runner import summarize
+    from ofa_edge.devices.runner.stats import summarize
 
     runs = [[1.0, 1.0, 1.0, 1.0, 9.0], [2.0, 2.0, 2.0, 2.0, 2.0]]  # repeat means 2.6 and 2.0
     s = summarize(runs)

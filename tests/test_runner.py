@@ -1,6 +1,6 @@
-"""The device runner (ofa_edge/devices/runner/runner.py), run as the device runs it: a lone
-file in a subprocess where torch, tensorflow and ofa_edge cannot be imported, on real
-ONNX and TFLite (fp32 and full-int8) models."""
+"""The device runner (the ofa_edge/devices/runner package), run as the device runs it: one zipapp
+in a subprocess where torch, tensorflow and ofa_edge cannot be imported, on real ONNX and TFLite
+(fp32 and full-int8) models."""
 from __future__ import annotations
 
 import ast
@@ -17,20 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ofa_edge.devices.runner import PROTOCOL_VERSION, RUNNER_PATH
-from ofa_edge.devices.runner_host import build_zipapp, parse_answer, runner_source
+from ofa_edge.devices.runner import PROTOCOL_VERSION
+from ofa_edge.devices.runner_host import RUNNER_PACKAGE, build_zipapp, parse_answer, runner_app, runner_sha256
 from ofa_edge.errors import OfaEdgeError
 
 RUNTIMES = {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime", "tflite_micro"}
 
-# Runs the runner like `python3 runner.py ...`, but with torch, tensorflow and ofa_edge
+# Runs the runner like `python3 ofa_edge_runner.pyz ...`, but with torch, tensorflow and ofa_edge
 # unimportable; afterwards reports on stderr which of them got loaded anyway.
 BLOCKED = textwrap.dedent("""
     import json, runpy, sys
     args, path = json.loads(sys.argv[1]), sys.argv[2]
     for name in ("torch", "tensorflow", "ofa_edge", "keras"):
         sys.modules[name] = None
-    sys.argv = ["runner.py"] + args
+    sys.argv = [path] + args
     code = 0
     try:
         runpy.run_path(path, run_name="__main__")
@@ -43,9 +43,9 @@ BLOCKED = textwrap.dedent("""
 """)
 
 
-def run_blocked(*args: str, runner: Path = RUNNER_PATH, cwd: Path | None = None,
+def run_blocked(*args: str, runner: Path | None = None, cwd: Path | None = None,
                 expect_ok: bool = True) -> tuple[dict, subprocess.CompletedProcess]:
-    done = subprocess.run([sys.executable, "-c", BLOCKED, json.dumps(list(args)), str(runner)],
+    done = subprocess.run([sys.executable, "-c", BLOCKED, json.dumps(list(args)), str(runner or runner_app())],
                           capture_output=True, text=True, timeout=120, cwd=cwd)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, f"stdout must be one JSON line: {done.stdout!r}\n{done.stderr[-2000:]}"
@@ -160,33 +160,53 @@ def onnx_predict(path: Path, x: np.ndarray) -> list[int]:
 
 # --------------------------------------------------------------------------- source rules
 
-def test_source_is_python38_and_imports_only_stdlib_numpy_and_runtimes():
-    source = runner_source()
-    tree = ast.parse(source, feature_version=(3, 8))
+def test_package_imports_only_stdlib_numpy_and_runtimes_lazily():
     allowed = set(sys.stdlib_module_names) | RUNTIMES
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "runner.py must not use relative imports"
-            names = [node.module]
-        else:
-            continue
-        for name in names:
-            assert name.split(".")[0] in allowed, f"runner.py imports {name}"
-    # Only the standard library at module level: numpy and runtimes are imported lazily.
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), names
-    for banned in ("removeprefix", "removesuffix", "match ", "functools.cache("):
-        assert banned not in source
+    modules = sorted(RUNNER_PACKAGE.glob("*.py"))
+    assert len(modules) >= 8
+    for module in modules:
+        source = module.read_text()
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # within the package
+                    continue
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{module.name} imports {name}"
+        # Only the standard library at module level: numpy and runtimes are imported lazily.
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), (module.name, names)
+        assert "from __future__ import annotations" not in source, f"{module.name}: not on Python 3.6"
+
+
+def test_zipapp_is_deterministic_and_answers_its_own_sha256():
+    assert runner_app().read_bytes() == runner_app().read_bytes()
+    assert hashlib.sha256(runner_app().read_bytes()).hexdigest() == runner_sha256()
+    answer, _ = run_blocked("protocol")
+    assert answer["runner_sha256"] == runner_sha256()
+
+
+def test_python2_gets_a_one_line_answer_not_a_syntax_error():
+    python2 = Path.home() / ".pyenv/versions/2.7.18/bin/python"
+    from conftest import require
+    require(python2.exists(), "pyenv's Python 2.7", "the machine image's pyenv interpreters")
+    done = subprocess.run([str(python2), str(runner_app()), "info"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["ok"] is False and "Python 2.7 is too old" in answer["error"] and "3.6" in answer["error"]
 
 
 def test_package_init_stays_light():
     code = ("import sys\nfor n in ('torch', 'tensorflow', 'onnxruntime'): sys.modules[n] = None\n"
             "import ofa_edge.devices.runner as r, ofa_edge.devices.runner_host\n"
-            "print(r.PROTOCOL_VERSION, r.RUNNER_PATH.is_file())")
+            "print(r.PROTOCOL_VERSION, ofa_edge.devices.runner_host.runner_app().is_file())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(PROTOCOL_VERSION), "True"]
@@ -214,9 +234,9 @@ def test_info_runs_blocked_and_alone(tmp_path):
     assert answer["runtimes"]["tensorflow"]["imported"] is False
     assert answer["tflite_interpreter"] == "ai_edge_litert"
     assert "xnnpack" in answer["delegates"]
-    # A lone copy of runner.py, no package around it, run from its own directory.
-    alone = tmp_path / "runner.py"
-    shutil.copyfile(RUNNER_PATH, alone)
+    # A lone copy of the zipapp, run from its own directory.
+    alone = tmp_path / "ofa_edge_runner.pyz"
+    shutil.copyfile(runner_app(), alone)
     answer, _ = run_blocked("info", runner=alone, cwd=tmp_path)
     assert answer["command"] == "info"
 
@@ -288,6 +308,42 @@ def test_eval_int8_quantizes_input_like_the_model(models, images, tmp_path):
     assert answer["input"]["dtype"] == "int8" and answer["input"]["scale"] > 0
     assert answer["predicted"] == expected
     assert answer["top1"] == 1.0
+
+
+def test_delegates_are_really_used(models, images, tmp_path):
+    """The same int8 model with XNNPACK and with TFLite's built-in kernels rounds differently: the
+    logits differ, so the delegate really ran; the answer names the delegate that ran."""
+    data = tmp_path / "int8.npz"
+    np.savez(data, x=images, y=np.zeros(len(images), dtype=np.int64))
+    runs = {}
+    for delegate in ("xnnpack", "none"):
+        answer, _ = run_blocked("eval", "--model", str(models["int8"]), "--data", str(data), "--logits", "64",
+                                "--delegate", delegate)
+        assert answer["runtime"]["delegate"]["used"] == delegate
+        runs[delegate] = np.array(answer["logits"])
+    assert runs["xnnpack"].shape == runs["none"].shape
+    assert not np.array_equal(runs["xnnpack"], runs["none"]), "XNNPACK and the built-in kernels gave identical logits"
+    step = float(np.min(np.diff(np.unique(runs["none"]))))  # one int8 step, dequantized
+    assert np.max(np.abs(runs["xnnpack"] - runs["none"])) <= 1.5 * step
+
+
+def test_a_delegate_that_cannot_load_fails_in_one_line(models, tmp_path):
+    answer, _ = run_blocked("time", "--model", str(models["int8"]), "--delegate", "external:/nonexistent.so",
+                            "--warmup", "0", "--repeats", "1", "--runs", "1", expect_ok=False)
+    assert "external:/nonexistent.so delegate cannot be loaded" in answer["error"]
+    answer, _ = run_blocked("info", "--delegate", "gpu", "--affinity", "0")
+    assert answer["requested"]["delegate"]["loaded"] is False
+    assert "libtensorflowlite_gpu_delegate.so" in answer["requested"]["delegate"]["error"]
+    assert answer["requested"]["affinity"] == {"requested": [0], "applied": True,
+                                               "allowed": answer["cores"]["affinity"], "error": None}
+
+
+def test_tensorrt_gets_a_persistent_engine_cache_and_fp16():
+    from ofa_edge.devices.runner import onnxrt
+    chosen = onnxrt.provider_options(["TensorrtExecutionProvider", "CUDAExecutionProvider"], "/w/trt", True)
+    assert chosen == [("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                                                     "trt_engine_cache_path": "/w/trt"}), "CUDAExecutionProvider"]
+    assert onnxrt.provider_options(["CPUExecutionProvider"], "/w/trt", False) == ["CPUExecutionProvider"]
 
 
 def test_zipapp(tmp_path):

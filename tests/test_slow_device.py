@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ofa_edge.devices.runner import RUNNER_PATH
+from ofa_edge.devices.runner_host import RUNNER_NAME, runner_app
 from ofa_edge.devices.runner_host import parse_answer
 from ofa_edge.devices.transports.ssh import SshTransport
 from slowdevice import CpuCgroup, CpuHierarchy, find_cpu_hierarchy, start_slow_sshd
@@ -49,8 +49,8 @@ def conv_onnx(tmp_path_factory) -> Path:
 
 def push(link: SshTransport, home: Path, model: Path) -> tuple[str, str]:
     """Copy the runner and the model to the device's home; their remote paths."""
-    runner, remote_model = str(home / "runner.py"), str(home / model.name)
-    link.put(RUNNER_PATH, runner)
+    runner, remote_model = str(home / RUNNER_NAME), str(home / model.name)
+    link.put(runner_app(), runner)
     link.put(model, remote_model)
     return runner, remote_model
 
@@ -59,7 +59,7 @@ def repeat_ms(link: SshTransport, runner: str, model: str, runs: int, repeats: i
     """Time ``model`` on the device with the runner; the wall time of each repeat, in ms.
 
     The runner reports ``per_repeat_ms`` as the MEAN time per run within each repeat (see
-    ``summarize`` in runner.py), so a repeat's total is that mean times ``runs``. Each run is
+    ``summarize`` in the runner's stats.py), so a repeat's total is that mean times ``runs``. Each run is
     clocked on its own: the loop between runs (a few microseconds) is left out, alike on both
     devices. ``--affinity 0`` pins the baseline to the CPU the slow device's taskset uses.
     """

@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -30,15 +31,12 @@ from typing import Callable
 
 from converters import FORMATS, Format, format_for
 from ofa_edge.devices.blocks import BlockKey, arch_blocks, candidate_blocks
-from ofa_edge.devices.check import device_python
 from ofa_edge.devices.modelcache import ModelCache
-from ofa_edge.devices.runner import RUNNER_PATH
-from ofa_edge.devices.runner_host import parse_answer
-from ofa_edge.devices.session import runtime_args
+from ofa_edge.devices.session import DeviceSession, runtime_args
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.statistic import PASS_KEYS
 from ofa_edge.devices.store import MeasurementStore
-from ofa_edge.devices.transports import CommandTimeout, ConnectError, Transport, TransportError, make_transport, remote_path_join
+from ofa_edge.devices.transports import CommandTimeout, ConnectError, Transport, TransportError, remote_path_join
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.fileio import sha256_file, write_json_atomic
 from ofa_edge.predictors.latency import BENCH_SCHEMA
@@ -174,7 +172,8 @@ def device_identity(spec: DeviceSpec, info: dict, fmt: Format) -> dict:
     else:
         module = info.get("tflite_interpreter")
         version = runtimes.get(module or "", {}).get("version")
-        accel = {"delegate": r.delegate}
+        delegate = (info.get("requested") or {}).get("delegate") or {}
+        accel = {"delegate": delegate.get("used", r.delegate), "delegate_requested": r.delegate}
     return {"spec": spec.name, "format": fmt.name, "runtime": r.name, "interpreter": module,
             "runtime_version": version, **accel, "threads": r.threads, "affinity": r.cpu_affinity,
             "governor": (info.get("cpufreq") or {}).get("governor"),
@@ -196,7 +195,7 @@ class DeviceLock:
 
     def acquire(self) -> None:
         owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                            "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                            "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "made_by": "ofa-edge"})
         q = shlex.quote(self.path)
         for _ in range(2):
             done = self.transport.run(f"mkdir -p {shlex.quote(posix_parent(self.path))} && mkdir {q} 2>/dev/null "
@@ -209,8 +208,11 @@ class DeviceLock:
             if not (self.break_lock or self._stale(current)):
                 raise BenchError(f"another bench is measuring this device (lock {self.path}: {current or 'no owner'}); "
                                  "wait for it, or pass --break-lock if it is gone")
-            self.log(f"taking over a stale bench lock ({current or 'no owner'})")
-            self.transport.run(f"rm -rf {q}", timeout=30)
+            if not _is_ours(current):
+                raise BenchError(f"{self.path} on the device was not made by ofa-edge (no ofa-edge owner file): "
+                                 "move it away; ofa-edge only removes what it made")
+            self.log(f"taking over a stale bench lock ({current})")
+            self._remove()
         raise BenchError(f"could not take the bench lock {self.path} on the device")
 
     def _stale(self, text: str) -> bool:
@@ -234,7 +236,30 @@ class DeviceLock:
         _ACTIVE_LOCKS.discard(self.token)
         if self.held:
             self.held = False
-            self.transport.run(f"rm -rf {shlex.quote(self.path)}", timeout=30)
+            current = self.transport.run(f"cat {shlex.quote(self.path)}/owner 2>/dev/null", timeout=30).stdout.strip()
+            if _is_ours(current, self.token):  # removed by its owner only
+                self._remove()
+
+    def release_quietly(self) -> None:
+        """``release``, ignoring a lost link (the stale lock is taken over next time)."""
+        try:
+            self.release()
+        except TransportError:
+            pass
+
+    def _remove(self) -> None:
+        """The owner file and the (then empty) lock folder; anything else in it stays."""
+        q = shlex.quote(self.path)
+        self.transport.run(f"rm -f {q}/owner && rmdir {q}", timeout=30)
+
+
+def _is_ours(owner_text: str, token: str | None = None) -> bool:
+    """An owner file that ofa-edge wrote (and, with ``token``, this very lock's)."""
+    try:
+        owner = json.loads(owner_text)
+    except ValueError:
+        return False
+    return isinstance(owner, dict) and "pid" in owner and "token" in owner and (token is None or owner["token"] == token)
 
 
 def posix_parent(path: str) -> str:
@@ -277,6 +302,7 @@ class Bench:
         self.cache = ModelCache(o.cache)
         self.run_id = time.strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
         self.files: dict[tuple[str, str], Path] = {}
+        self.throttled: list[str] = []  # why timing calls of this run were throttled
 
     def run(self) -> BenchResult:
         from ofa_edge.ledger import Ledger
@@ -292,19 +318,16 @@ class Bench:
                  f"{self.resolutions}, {len(self.blocks)} blocks + {len(self.subnets)} whole subnets, "
                  f"{self.passes} passes each, statistic {m.statistic}")
         timings = {"convert_s": 0.0, "measure_s": 0.0}
-        with self.given_transport or make_transport(self.spec, **self.overrides) as transport:
-            self.transport = transport
-            work = transport.expand_user(self.spec.device.work_dir)
-            self.remote = remote_path_join(work, "bench-" + self.space.id)
-            lock = DeviceLock(transport, work, self.options.break_lock, self.log)
-            self.reached = False
+        self.reached = False
+        with ExitStack() as stack:
             try:
-                self.runner = remote_path_join(self.remote, "ofa_edge_runner.py")
-                transport.run(["mkdir", "-p", remote_path_join(self.remote, "models")], timeout=30).check("mkdir")
+                session = stack.enter_context(DeviceSession(self.spec, "bench", self.given_transport, **self.overrides))
+                self.session, self.transport = session, session.transport
                 self.reached = True
+                lock = DeviceLock(session.transport, session.root, self.options.break_lock, self.log)
                 lock.acquire()
-                transport.put(str(RUNNER_PATH), self.runner)
-                info = self._runner("info")
+                stack.callback(lock.release_quietly)
+                info = session.ready(self.log)  # before anything is converted: one line when not ready
                 self.identity_info = device_identity(self.spec, info, self.fmt)
                 self.folder.mkdir(parents=True, exist_ok=True)
                 with MeasurementStore(self.folder / "measurements.sqlite") as store:
@@ -317,7 +340,6 @@ class Bench:
                                          self.spec.measure)
                 self.drift = drift
                 self._write_outputs(block_rows, subnet_rows, timings, ledger, drift)
-                transport.run(["rm", "-rf", self.remote], timeout=60)
             except ConnectError:
                 if not self.reached:
                     raise  # never reached: the connect error says what to fix
@@ -332,11 +354,6 @@ class Bench:
                 raise BenchError(f"lost the device during the bench: {exc}; everything measured so far is "
                                  f"stored in {self.folder / 'measurements.sqlite'}: run the same command "
                                  "again to measure only what is missing") from None
-            finally:
-                try:
-                    lock.release()
-                except TransportError:
-                    pass
         self.predictor = self._fit_predictor()
         entry = ledger.finish(spec=self.spec.name, quick=self.options.quick, measured=measured_now,
                               converted=self.cache.misses)
@@ -439,16 +456,13 @@ class Bench:
 
     def _time(self, files: list[Path]) -> list[dict]:
         args = ["--warmup", str(self.warmup), "--repeats", str(self.repeats), "--runs", str(self.runs),
-                *runtime_args(self.spec)]
-        return push_and_time(self.transport, self._runner, remote_path_join(self.remote, "models"), files, args)
-
-    def _runner(self, *args: str) -> dict:
-        result = self.transport.run([device_python(self.spec), self.runner, *args],
-                                    timeout=self.spec.connection.command_timeout_s)
-        if result.returncode == 127 and not result.stdout.strip():
-            raise BenchError(f"device.python {self.spec.device.python!r} is not on the device; run "
-                             f"ofa-edge devices check --spec {self.spec.source or self.spec.name}")
-        return parse_answer(result.stdout)
+                *runtime_args(self.spec, trt_cache=self.session.trt_cache)]
+        results = push_and_time(self.transport, self.session.run, self.session.work, files, args)
+        if results and results[0].get("throttled"):
+            self.throttled.append(results[0]["throttled"])
+            self.log(f"warning: the device throttled during a timing call ({results[0]['throttled']}); "
+                     "recorded with those measurements")
+        return results
 
     def _fit_predictor(self):
         """Fit the calibrated latency predictor ([5/7]) on the tables just written, save it
@@ -499,7 +513,8 @@ class Bench:
             rows.append({**s, "resolution": arch.resolution, "blocks_sum_ms": sums[m.statistic_key],
                          "blocks_sum": sums, **_stats(subnet_rows[s["arch"]])})
         write_json_atomic(self.folder / "subnets.json", {**common, "coverage": coverage, "subnets": rows,
-                                                         "drift": drift, "ledger": ledger.stop().to_json(),
+                                                         "drift": drift, "throttled_calls": self.throttled,
+                                                         "ledger": ledger.stop().to_json(),
                                                          "seconds_this_run": {k: round(v, 2) for k, v in timings.items()}})
 
 
@@ -540,7 +555,8 @@ def push_and_time(transport: Transport, runner: Callable[..., dict], remote_dir:
         if stats.get("sha256") != digest:
             raise BenchError(f"the device ran {remote} with sha256 {stats.get('sha256')}, but the host "
                              f"pushed {digest}: the copy is corrupt or stale; run the bench again")
-        results.append({**stats, "warnings": answer.get("warnings", [])})
+        results.append({**stats, "warnings": answer.get("warnings", []), "throttled": answer.get("throttled"),
+                        "device_state": answer.get("state")})
     transport.run(["rm", "-f", *sorted(set(remote_files))], timeout=60)
     return results
 

@@ -30,7 +30,7 @@ PRECISIONS_BY_RUNTIME: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("fp32", "fp16"),
     "tflite-micro": ("int8",),
 }
-TFLITE_DELEGATES = ("none", "xnnpack", "gpu", "nnapi")
+TFLITE_DELEGATES = ("none", "xnnpack", "gpu", "nnapi", "hexagon")  # or external:<path to .so>
 ORT_EXECUTION_PROVIDERS = (
     "CPUExecutionProvider",
     "CUDAExecutionProvider",
@@ -427,8 +427,13 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
         if r.name != "tflite":
             out.append(f"runtime.delegate: only for runtime tflite; {r.name} uses "
                        + ("runtime.execution_providers" if r.name == "onnxruntime" else "no delegate"))
+        elif r.delegate.startswith("external:"):
+            if not r.delegate[len("external:"):].startswith(("/", "~", "$HOME")):
+                out.append(f"runtime.delegate: {r.delegate!r}: external: takes the delegate library's absolute path "
+                           "on the device, e.g. external:/usr/lib/libmy_delegate.so")
         elif r.delegate not in TFLITE_DELEGATES:
-            out.append(f"runtime.delegate: {r.delegate!r} is not one of: {', '.join(TFLITE_DELEGATES)}")
+            out.append(f"runtime.delegate: {r.delegate!r} is not one of: {', '.join(TFLITE_DELEGATES)}, "
+                       "external:<path to .so>")
     if r.execution_providers is not None:
         if r.name != "onnxruntime":
             out.append(f"runtime.execution_providers: only for runtime onnxruntime, not {r.name}")

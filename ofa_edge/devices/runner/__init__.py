@@ -1,13 +1,10 @@
-"""The device-side runner: one stdlib + numpy + runtime script pushed to edge devices.
+"""The device-side runner: a small stdlib + numpy + runtime package, shipped to a device as one
+zipapp (``python3 ofa_edge_runner.pyz info``) by ``ofa_edge.devices.runner_host``.
 
-Nothing here imports torch or tensorflow: ``runner.py`` runs on the device alone, and
-this package only tells the host where it is and which protocol it speaks.
+Nothing here imports torch, tensorflow or ofa_edge: the package runs on the device alone, on
+CPython 3.6 and newer (a test keeps it at 3.6 syntax and standard library). Commands, the
+answer format and the statistics are described in ``cli.py``.
 """
 
-from pathlib import Path
-
-from .runner import PROTOCOL_VERSION, RUNNER_VERSION
-
-RUNNER_PATH = Path(__file__).with_name("runner.py")
-
-__all__ = ["PROTOCOL_VERSION", "RUNNER_PATH", "RUNNER_VERSION"]
+PROTOCOL_VERSION = 1
+RUNNER_VERSION = "1.2.0"
