@@ -16,7 +16,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   pkgs=(dataset-fashion-mnist openssh-server iproute2 g++)
   python3 -c "import ensurepip, venv" 2>/dev/null || pkgs+=(python3-venv python3-pip)
-  if [ -n "$extras" ]; then pkgs+=(chromium); fi
+  if [ -n "$extras" ]; then pkgs+=(chromium qemu-user); fi  # qemu-user: the emulated aarch64 device
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 else
   echo "==> not root or no apt-get: skipping system packages (dataset-fashion-mnist, openssh-server, iproute2, g++)"

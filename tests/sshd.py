@@ -101,6 +101,7 @@ class SshdServer:
     host: str = "127.0.0.1"
     user: str = field(default_factory=getpass.getuser)
     pid: int | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more variables for the sessions (e.g. PATH)
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------- files
@@ -181,7 +182,8 @@ class SshdServer:
             "PrintLastLog no",
             "LogLevel VERBOSE",
             "MaxStartups 50",
-            f"SetEnv HOME={self.home}",
+            # one SetEnv line: sshd keeps only the first
+            " ".join(["SetEnv", f"HOME={self.home}", *(f"{k}={v}" for k, v in self.env.items())]),
             "Subsystem sftp internal-sftp",
             "",
         ]))
@@ -263,15 +265,17 @@ class SshdServer:
         self.stop()
 
 
-def start_sshd(tmp_dir: str | os.PathLike, port: int | None = None) -> SshdServer:
-    """Generate keys in ``tmp_dir`` and start sshd on a free loopback port."""
+def start_sshd(tmp_dir: str | os.PathLike, port: int | None = None, env: dict[str, str] | None = None) -> SshdServer:
+    """Generate keys in ``tmp_dir`` and start sshd on a free loopback port. ``env``: more
+    environment variables for its sessions (no spaces in values), e.g. a ``PATH`` whose first
+    folder holds an emulated device's ``python3``."""
     d = Path(tmp_dir)
     d.mkdir(parents=True, exist_ok=True)
     keygen(d / "ssh_host_ed25519_key", "ofa-edge-test-host")
     keygen(d / "client_key", "ofa-edge-test-client")
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
     for attempt in range(3):
-        server = SshdServer(dir=d, port=port or free_port())
+        server = SshdServer(dir=d, port=port or free_port(), env=dict(env or {}))
         try:
             server.start()
         except RuntimeError:
