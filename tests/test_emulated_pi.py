@@ -90,7 +90,7 @@ def pi_bench(pi, block_cache):
     result = run_bench(load_spec(spec_path), BenchOptions(**BENCH, supernet="default", out=root / "runs",
                                                           cache=block_cache, log=log.append))
     print(f"bench on the emulated Pi 4: {time.monotonic() - t0:.1f} s ({result.converted_now} converted, "
-          f"{result.from_cache} from the cache)")
+          f"{result.from_cache} from the cache; {result.seconds})")
     return result, log
 
 
