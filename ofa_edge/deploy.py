@@ -187,7 +187,7 @@ def _check_ready(spec, o) -> None:
     with DeviceSession(spec, "check", o.transport) as dev:
         info = dev.ready(lambda line: o.log("     " + line))
     rt = ", ".join(f"{k} {v.get('version')}" for k, v in (info.get("runtimes") or {}).items() if v.get("available"))
-    o.log(f"1/10 load: {spec.name} is ready (Python {info['python']['version']}, {rt}, {info.get('machine')})")
+    o.log(f"     {spec.name} is ready (Python {info['python']['version']}, {rt}, {info.get('machine')})")
 
 
 def _convert(spec, fmt, sub, resolution: int, quant_x: np.ndarray, path: Path) -> dict:

@@ -128,7 +128,8 @@ CI_BENCH = dict(resolutions=[28], kernels=[3, 7], expands=[3, 6], subnets=10, ba
 AWKWARD_DIR = "dev ice's \"work\" dir"
 
 
-def bench_spec_yaml(path: Path, connection: dict, work_dir: str, name: str = "ci-device") -> Path:
+def bench_spec_yaml(path: Path, connection: dict, work_dir: str, name: str = "ci-device",
+                    python: str | None = None) -> Path:
     """A device spec for this machine's runtimes (TFLite full-int8 on one thread)."""
     import yaml
 
@@ -138,7 +139,7 @@ def bench_spec_yaml(path: Path, connection: dict, work_dir: str, name: str = "ci
             "runtime": {"name": "tflite", "version": "2.1.0", "delegate": "xnnpack", "threads": 1,
                         **({"cpu_affinity": [1]} if (os.cpu_count() or 1) > 1 else {})},
             "precision": "int8",
-            "device": {"python": sys.executable, "work_dir": work_dir},
+            "device": {"python": python or sys.executable, "work_dir": work_dir},
             "budgets": {"resolution": [28, 32]},
             "measure": {"warmup": 10, "repeats": 3, "runs_per_repeat": 40, "passes": 3, "pass_gap_s": 0.2}}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

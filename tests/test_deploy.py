@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,20 +19,41 @@ MANIFEST_KEYS = {"schema_version", "spec", "device", "supernet", "arch", "costs"
                  "latency_ms", "files", "versions", "verification", "input", "created"}
 
 
+# A user's own folders in the device's work dir, named like what older ofa-edge versions made and
+# removed: bench and deploy must leave them alone.
+USER_FOLDERS = ("deploy", "deploy-timing", "bench-ofa-mbv3-tiny")
+
+
+def _user_folders(work: Path) -> dict[str, bytes]:
+    return {f"{name}/mine.txt": (work / name / "mine.txt").read_bytes() for name in USER_FOLDERS
+            if (work / name / "mine.txt").is_file()}
+
+
 @pytest.fixture(scope="module")
 def benched(tmp_path_factory, block_cache, sshd_server):
     """Local and ssh devices, each benched on part of the shipped supernet's space (28 px,
-    kernels 3/7, expands 3/6), sharing the block cache."""
+    kernels 3/7, expands 3/6), sharing the block cache. The ssh device's spec says
+    ``python: ~/venv/bin/python3`` and ``work_dir: $HOME/deploy work`` (expanded on the device);
+    both work dirs hold a user's own folders."""
     require_fmnist()
     root = tmp_path_factory.mktemp("deploy")
+    venv_python = Path(sshd_server.home) / "venv" / "bin" / "python3"  # a venv-like wrapper under ~
+    venv_python.parent.mkdir(parents=True, exist_ok=True)
+    venv_python.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    venv_python.chmod(0o755)
     specs = {"local": load_spec(bench_spec_yaml(root / "dl.yaml", {"transport": "local"}, str(root / "work"),
                                                 name="deploy-local")),
-             "ssh": load_spec(bench_spec_yaml(root / "ds.yaml", sshd_server.connection(),
-                                              f"{sshd_server.home}/deploy work", name="deploy-ssh"))}
+             "ssh": load_spec(bench_spec_yaml(root / "ds.yaml", sshd_server.connection(), "$HOME/deploy work",
+                                              name="deploy-ssh", python="~/venv/bin/python3"))}
+    works = {"local": root / "work", "ssh": Path(sshd_server.home) / "deploy work"}
+    for work in works.values():
+        for name in USER_FOLDERS:
+            (work / name).mkdir(parents=True, exist_ok=True)
+            (work / name / "mine.txt").write_text(f"the user's own {name}")
     for spec in specs.values():
         run_bench(spec, BenchOptions(**CI_BENCH, supernet="default", out=root / "runs", cache=block_cache,
                                      log=lambda _: None))
-    return root, specs
+    return root, specs, works
 
 
 def _options(root: Path, **kw) -> DeployOptions:
@@ -59,7 +81,7 @@ def _check_bundle(bundle: Path) -> dict:
 
 @pytest.mark.parametrize("device", ["local", "ssh"])
 def test_deploy_end_to_end_passes_verification(benched, device):
-    root, specs = benched
+    root, specs, works = benched
     lines: list[str] = []
     result = deploy(specs[device], _options(root, log=lines.append))
     assert result.passed, result.manifest["verification"]
@@ -78,10 +100,16 @@ def test_deploy_end_to_end_passes_verification(benched, device):
     names = {c["name"] for c in m["verification"]["checks"]}
     assert {"the device ran the file that was pushed", "device labels agree with the host reference",
             "no float tensors in the full-int8 model", "int8 top-1 drop from fp32"} <= names
+    # Nothing that ofa-edge did not make was touched; its own run folders are gone.
+    work = works[device]
+    assert _user_folders(work) == {f"{n}/mine.txt": f"the user's own {n}".encode() for n in USER_FOLDERS}
+    assert sorted(p.name for p in work.iterdir()) == sorted(USER_FOLDERS), list(work.iterdir())
+    if device == "ssh":  # ~ and $HOME were expanded on the device
+        assert m["device"]["machine"] and "ready" in " ".join(lines)
 
 
 def test_a_model_corrupted_on_the_device_fails_verification(benched):
-    root, specs = benched
+    root, specs, _ = benched
 
     def damage(transport, remote_model):  # trailing bytes: the file still loads, its sha256 changes
         transport.run(f"printf 'damaged' >> {shlex.quote(remote_model)}", timeout=30).check("damage")
@@ -188,7 +216,7 @@ def test_cli_deploy_exits_1_and_lists_the_failed_checks(monkeypatch, capsys, tmp
 def test_over_budget_fails_and_never_replaces_a_passed_bundle(benched):
     """A budget is a promise: the same subnet under a budget it cannot meet fails a check (not a
     warning), goes to <spec>.failed/, and the bundle that passed before is left byte for byte."""
-    root, specs = benched
+    root, specs, _ = benched
     out = root / "promise"
     good = deploy(specs["local"], _options(root, out=out))
     assert good.passed and good.bundle == out / specs["local"].name
@@ -211,7 +239,7 @@ def _mock_deploy(benched, figures: list[float], **kw):
 
     from ofa_edge.devices.transports import MockTransport
 
-    root, specs = benched
+    root, specs, _ = benched
     spec = load_spec(bench_spec_yaml(root / "mock.yaml", {"transport": "local"}, "/dev/fake",
                                      name=specs["local"].name))
     device = FakeDevice(ms=RankedTimes(figures))
@@ -222,7 +250,7 @@ def _mock_deploy(benched, figures: list[float], **kw):
 
 
 def test_mock_over_budget_candidate_makes_deploy_search_again_and_ship_the_next(benched):
-    root, _ = benched
+    root, _, _ = benched
     out = root / "mock-budget"
     result, lines = _mock_deploy(benched, [2.0, 0.5], out=out)
     assert result.passed and result.bundle == out / "deploy-local"
@@ -242,7 +270,7 @@ def test_mock_over_budget_candidate_makes_deploy_search_again_and_ship_the_next(
 
 
 def test_mock_no_candidate_within_budget_fails_with_figures_and_keeps_the_passed_bundle(benched):
-    root, _ = benched
+    root, _, _ = benched
     out = root / "mock-none"
     good, _ = _mock_deploy(benched, [0.5], out=out)
     assert good.passed

@@ -53,7 +53,7 @@ class DeviceSession:
 
     def __init__(self, spec: DeviceSpec, purpose: str = "run", transport=None, **transport_overrides):
         self.spec, self.purpose, self.given, self.overrides = spec, purpose, transport, transport_overrides
-        self.work = None
+        self.work, self._trt = None, False
 
     def __enter__(self) -> "DeviceSession":
         from ofa_edge.devices.transports import make_transport
@@ -65,7 +65,6 @@ class DeviceSession:
             self.python = self.expand(self.python) if self.python != sys.executable else self.python
             self.work = self._make_run_folder()
             self.runner = self._push_runner()
-            self.trt_cache = self._trt_cache()
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -98,8 +97,16 @@ class DeviceSession:
         check_runner_answer(self.run("protocol", runner=runner), self.transport.describe())
         return runner
 
-    def _trt_cache(self) -> str | None:
-        """TensorRT's engine cache: a persistent folder that ofa-edge owns (marked) under the work dir."""
+    @property
+    def trt_cache(self) -> str | None:
+        """TensorRT's engine cache, made on first use (after the readiness check)."""
+        if self._trt is False:
+            self._trt = self._make_trt_cache()
+        return self._trt
+
+    def _make_trt_cache(self) -> str | None:
+        """A persistent folder that ofa-edge owns (marked) under the work dir: each model's engine is
+        built once, not on every call."""
         if "TensorrtExecutionProvider" not in (self.spec.runtime.execution_providers or []):
             return None
         cache = f"{self.root.rstrip('/')}/{TRT_CACHE}"
