@@ -220,4 +220,5 @@ def format_summary(p: LatencyPredictor) -> str:
         return "latency predictor: no held-out subnets to validate on (bench more whole subnets)"
     return (f"latency predictor ({p.to_json()['model']}, {p.statistic}): held-out {v['n']} whole subnets: "
             f"{v['within_5pct']:.0%} within ±5%, {v['within_10pct']:.0%} within ±10%, RMSE {v['rmse_ms']:.3f} ms, "
-            f"RMSPE {v['rmspe']:.1%}, Kendall tau {v['kendall_tau']:.3f}")
+            f"RMSPE {v['rmspe']:.1%}, Kendall tau "
+            + (f"{v['kendall_tau']:.3f}" if v["kendall_tau"] is not None else "n/a (one held-out subnet)"))
