@@ -15,11 +15,12 @@ class FakeDevice:
     """
 
     def __init__(self, protocol: int | None = None, corrupt: bool = False, factors: dict[int, float] | None = None,
-                 ms: Callable[[str], float] | None = None):
+                 ms: Callable[[str], float] | None = None, throttled: dict[int, str] | None = None):
         from ofa_edge.devices.runner import PROTOCOL_VERSION
 
         self.protocol = PROTOCOL_VERSION if protocol is None else protocol
         self.corrupt, self.factors, self.ms = corrupt, factors or {}, ms or self.base_ms
+        self.throttled = throttled or {}  # n-th time call -> why the device throttled during it
         self.transport = None
         self.time_calls = 0
 
@@ -58,6 +59,7 @@ class FakeDevice:
             models = [words[i + 1] for i, w in enumerate(words) if w == "--model"]
             answer["models"] = [{"model": m, **self.stats(hashlib.sha256(self.transport.files[m]).hexdigest(), factor)}
                                 for m in models]
+            answer["throttled"] = self.throttled.get(self.time_calls)
         elif words[2] == "eval":
             answer = self.eval(words)
         return json.dumps(answer) + "\n"

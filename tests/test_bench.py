@@ -241,6 +241,31 @@ def test_mock_timeout_and_dropped_link_keep_what_was_measured(ci_bench, tmp_path
     assert blocks["identity"]["cpu"] == "fake" and len(blocks["blocks"]) == result.blocks
 
 
+def test_mock_throttling_during_a_call_is_warned_and_recorded(ci_bench, tmp_path):
+    reason = "cpu1 clock 1800 -> 600 MHz"
+    spec, options, transport = _mock_bench(ci_bench, tmp_path, FakeDevice(throttled={5: reason}))
+    log: list[str] = []
+    run_bench(spec, dataclasses.replace(options, log=log.append), transport=transport)
+    assert [line for line in log if "throttled" in line] == [
+        f"warning: the device throttled during a timing call ({reason}); recorded with those measurements"]
+    folder = tmp_path / "runs" / "ci-mock" / "ofa-mbv3-ci"
+    _, subnets = _tables(folder)
+    assert subnets["throttled_calls"] == [reason]
+    with sqlite3.connect(folder / "measurements.sqlite") as db:
+        stored = [json.loads(s).get("throttled") for (s,) in db.execute("SELECT stats FROM measurements")]
+    assert stored.count(reason) >= 1 and stored.count(None) > stored.count(reason)
+
+
+def test_runner_sees_a_clock_drop_or_a_firmware_flag_as_throttling():
+    from ofa_edge.devices.runner.state import throttling_between
+
+    before = {"cores": [{"cpu": 1, "cur_mhz": 1800.0}], "throttled": None}
+    assert throttling_between(before, {"cores": [{"cpu": 1, "cur_mhz": 1750.0}]}) is None
+    assert throttling_between(before, {"cores": [{"cpu": 1, "cur_mhz": 600.0}]}) == "cpu1 clock 1800 -> 600 MHz"
+    flags = {"cores": [], "throttled": {"flags": "0x50005", "now": ["under-voltage", "throttled"], "since_boot": []}}
+    assert throttling_between(before, flags) == "firmware: under-voltage, throttled"
+
+
 def _stored_passes(folder: Path) -> dict[str, list[tuple]]:
     with sqlite3.connect(folder / "measurements.sqlite") as db:
         rows = db.execute("SELECT key, pass, p10_ms, p50_ms, p90_ms, attempts, flagged, drift FROM measurements "
