@@ -109,7 +109,7 @@ MALFORMED = {
     "unknown delegate": (edit(base(), "runtime.delegate", "coreml"), "runtime.delegate",
                          "'coreml' is not one of: none, xnnpack, gpu, nnapi, hexagon, external:<path to .so>"),
     "external delegate without a path": (edit(base(), "runtime.delegate", "external:libx.so"), "runtime.delegate",
-                                         "takes the delegate library's absolute path on the device"),
+                                         "external: takes the delegate library's absolute path on the device"),
     "delegate on tflite-micro": (edit(base("stm32f746"), "runtime.delegate", "xnnpack"), "runtime.delegate",
                                  "only for runtime tflite; tflite-micro uses no delegate"),
     "unknown execution provider": (edit(base("jetson_nano"), "runtime.execution_providers", ["CudaEP"]),

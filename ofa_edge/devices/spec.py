@@ -429,8 +429,8 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
                        + ("runtime.execution_providers" if r.name == "onnxruntime" else "no delegate"))
         elif r.delegate.startswith("external:"):
             if not r.delegate[len("external:"):].startswith(("/", "~", "$HOME")):
-                out.append(f"runtime.delegate: {r.delegate!r}: external: takes the delegate library's absolute path "
-                           "on the device, e.g. external:/usr/lib/libmy_delegate.so")
+                out.append(f"runtime.delegate: external: takes the delegate library's absolute path on the device "
+                           f"(got {r.delegate!r}), e.g. external:/usr/lib/libmy_delegate.so")
         elif r.delegate not in TFLITE_DELEGATES:
             out.append(f"runtime.delegate: {r.delegate!r} is not one of: {', '.join(TFLITE_DELEGATES)}, "
                        "external:<path to .so>")
