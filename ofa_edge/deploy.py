@@ -374,7 +374,7 @@ def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, chosen, b
         if o.after_push:
             o.after_push(dev.transport, remote_model)
         log(f"7/10 push: {model_path.name} and the test images to {dev.transport.describe()}")
-        info = dev.run("info")
+        info = dev.info()  # with the spec's delegate and pinning tried: the identity records what ran
         on_device = dev.run("eval", "--model", remote_model, "--data", remote_data, "--batch", "1", *dev.runtime_args())
         agreement = float(np.mean(np.array(on_device["predicted"]) == np.array(host["predicted"])))
         log(f"8/10 device eval: top-1 {on_device['top1']:.2%}, agreement with the host {agreement:.2%}")

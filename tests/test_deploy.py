@@ -104,6 +104,7 @@ def test_deploy_end_to_end_passes_verification(benched, device):
     work = works[device]
     assert _user_folders(work) == {f"{n}/mine.txt": f"the user's own {n}".encode() for n in USER_FOLDERS}
     assert sorted(p.name for p in work.iterdir()) == sorted(USER_FOLDERS), list(work.iterdir())
+    assert (m["device"]["delegate"], m["device"]["delegate_requested"]) == ("xnnpack", "xnnpack")
     if device == "ssh":  # ~ and $HOME were expanded on the device
         assert m["device"]["machine"] and "ready" in " ".join(lines)
 

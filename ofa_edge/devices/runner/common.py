@@ -59,7 +59,7 @@ def dist_version(module_name: str):
 
 def _metadata_version(dist: str):
     try:
-        from importlib import metadata
+        from importlib import metadata  # novm (3.8+; the except below reads dist-info on 3.6 and 3.7)
     except ImportError:  # Python 3.6 / 3.7: read the dist-info folders on sys.path
         return _dist_info_version(dist)
     try:
