@@ -55,6 +55,20 @@ def _requested_lines(requested: dict) -> list[str]:
     return lines
 
 
+def _state_lines(state: dict) -> list[str]:
+    """Temperature, throttling and Jetson's power model, where the device exposes them."""
+    lines = []
+    if state.get("temperature_c") is not None:
+        lines.append(f"temp       {state['temperature_c']:.1f} °C")
+    throttled = state.get("throttled")
+    if throttled:
+        lines.append(f"throttling {throttled['flags']}: now {', '.join(throttled['now']) or 'none'}; since boot "
+                     f"{', '.join(throttled['since_boot']) or 'none'}")
+    if state.get("nvpmodel"):
+        lines.append(f"nvpmodel   {state['nvpmodel']}")
+    return lines
+
+
 def format_report(report: CheckReport) -> str:
     info = report.info
     lines = [f"device     {report.spec} via {report.transport}"]
@@ -68,6 +82,7 @@ def format_report(report: CheckReport) -> str:
             f"governor   {(info.get('cpufreq') or {}).get('governor', 'unknown')}",
             *_requested_lines(info.get("requested") or {}),
             f"memory     {(info.get('memory') or {}).get('available_mb')} MB available",
+            *_state_lines(info.get("state") or {}),
         ]
     lines += [f"warning    {w}" for w in report.warnings]
     lines += [f"PROBLEM    {p}" for p in report.problems]
