@@ -21,6 +21,8 @@ from ofa_edge import __version__
 from ofa_edge.errors import OfaEdgeError, SpecError
 
 EXIT_ERROR = 2
+SUPERNET_HELP = ("a run folder, a .safetensors checkpoint, a reference OFA checkpoint file (ofa_mbv3_d234_e346_k357_"
+                 "w1.0 / _w1.2, any name), 'default' or a preset (default: default)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -153,6 +155,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(f"{row['top1'] * 100:6.2f}%  {row['arch']}")
         print(f"{result['split']} split, {result['images']:,} images, BN recalibrated on "
               f"{result['bn_calibration_images']:,} training images; median {result['median_top1'] * 100:.2f}%")
+    return 0
+
+
+def _cmd_import_reference(args: argparse.Namespace) -> int:
+    from ofa_edge.space.reference import import_reference
+    from ofa_edge.space.source import open_supernet
+
+    out = import_reference(args.file, args.out, acc_predictor=args.acc_predictor, name=args.name)
+    src = open_supernet(out)
+    predictor = "with the accuracy predictor" if (out / "accuracy_predictor.json").is_file() else (
+        "no accuracy predictor (pass --acc-predictor FILE for search and deploy)")
+    print(f"imported {args.file} ({src.space_id}, {src.header['num_classes']:,} ImageNet classes, resolutions "
+          f"{src.header['trained_resolutions'][0]}-{src.header['trained_resolutions'][-1]}) into {out}, "
+          f"{predictor}; use --supernet {out}")
     return 0
 
 
@@ -354,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = _sub(sub, "eval", "top-1 of subnets, BN recalibrated per subnet",
              'ofa-edge eval --supernet default --arch max --arch min --arch random:20 --split test --json')
-    e.add_argument("--supernet", default="default", help="a run folder, a checkpoint, or 'default'")
+    e.add_argument("--supernet", default="default", help=SUPERNET_HELP)
     e.add_argument("--arch", action="append", help='max | min | random:N | "<arch text>" (repeatable)')
     e.add_argument("--split", choices=["val", "test"], default="val")
     e.add_argument("--images", type=int, help="only the first N images of the split")
@@ -364,10 +380,22 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(e)
     e.set_defaults(func=_cmd_eval)
 
+    ir = _sub(sub, "import-reference", "convert a published OFA checkpoint (and its accuracy predictor) once "
+              "into a run folder",
+              "ofa-edge import-reference ofa_mbv3_d234_e346_k357_w1.0 --acc-predictor acc_predictor.pth "
+              "--out runs/ofa-w1.0")
+    ir.add_argument("file", metavar="FILE", help="a reference OFA checkpoint (ofa_mbv3_d234_e346_k357_w1.0 or _w1.2; "
+                    "torch zip or legacy serialisation, with or without {'state_dict': ...}; loaded weights-only)")
+    ir.add_argument("--out", required=True, help="the run folder to create (must not exist, or be empty)")
+    ir.add_argument("--acc-predictor", metavar="P", help="the reference accuracy predictor's state dict, imported as "
+                    "accuracy_predictor.json so that search and deploy work at once")
+    ir.add_argument("--name", help="a name recorded in the header (default: FILE's name)")
+    ir.set_defaults(func=_cmd_import_reference)
+
     pr = _sub(sub, "predictor", "fit the accuracy predictor on subnets scored on val",
               "ofa-edge predictor fit --supernet runs/fmnist --samples 1000 --holdout 200")
     pr.add_argument("action", choices=["fit"])
-    pr.add_argument("--supernet", default="default")
+    pr.add_argument("--supernet", default="default", help=SUPERNET_HELP)
     pr.add_argument("--samples", type=int, default=1000, help="subnets to fit on")
     pr.add_argument("--holdout", type=int, default=200, help="held-out subnets for RMSE and Kendall tau")
     pr.add_argument("--workers", type=int, default=2, help="scoring processes (1 thread each)")
@@ -389,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--spec", required=True, help="device spec (a path, or a shipped spec's name)")
     b.add_argument("--quick", action="store_true",
                    help="at most 2 resolutions, at most 40 whole subnets, fewer repeats")
-    b.add_argument("--supernet", default="default", help="a run folder, a checkpoint, 'default' or a preset")
+    b.add_argument("--supernet", default="default", help=SUPERNET_HELP)
     b.add_argument("--subnets", type=_non_negative_int, help="random whole subnets besides the largest and "
                    "smallest (default 100; 38 with --quick)")
     b.add_argument("--resolution", type=int, action="append", help="measure at this resolution (repeatable; "
@@ -414,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--macs-m", type=_positive_number, help="MACs budget in millions")
     se.add_argument("--pareto", action="store_true", help="the whole accuracy-latency front (NSGA-II)")
     se.add_argument("--json", metavar="FILE", help="also write the result (a list with --pareto) as JSON")
-    se.add_argument("--supernet", default="default", help="a run folder, a checkpoint, or 'default'")
+    se.add_argument("--supernet", default="default", help=SUPERNET_HELP)
     se.add_argument("--runs", default="runs", help="where bench wrote its tables (default runs)")
     se.add_argument("--population", type=int, default=100)
     se.add_argument("--generations", type=int, default=500)
@@ -431,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--drop-warn", type=float, default=0.01, help="warn above this int8 top-1 drop (default 0.01)")
     dp.add_argument("--drop-fail", type=float, default=0.02, help="fail above this int8 top-1 drop (default 0.02)")
     dp.add_argument("--arch", help="skip search, deploy this subnet")
-    dp.add_argument("--supernet", default="default", help="a run folder, a checkpoint, or 'default'")
+    dp.add_argument("--supernet", default="default", help=SUPERNET_HELP)
     dp.add_argument("--runs", default="runs", help="bench tables (default runs); bench --quick runs first if missing")
     dp.add_argument("--no-bench", action="store_true", help="stop instead of benching when there is no predictor")
     dp.add_argument("--eval-images", type=int, default=2000, help="test images evaluated on the device")

@@ -105,7 +105,8 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     from ofa_edge.search.evolution import SearchSettings
     from ofa_edge.search.objective import report_row
     from ofa_edge.search.run import run_search, setup_search
-    from ofa_edge.space.checkpoint import checkpoint_file, load_supernet
+    from ofa_edge.space.checkpoint import CheckpointError
+    from ofa_edge.space.source import open_supernet
 
     log, o = options.log, options
     device = resolve_device(o.device)  # a bad --device fails before any work
@@ -114,8 +115,13 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     fmt = format_for(spec.runtime.name, spec.precision)
 
     # 1. load
-    net = load_supernet(o.supernet).eval()
-    ckpt = checkpoint_file(o.supernet)
+    src = open_supernet(o.supernet)  # a run folder, a checkpoint or a reference OFA file
+    if src.path is None:
+        raise CheckpointError(f"{o.supernet}: an untrained preset has no weights to deploy; pass a run folder, a "
+                              "checkpoint or a reference OFA checkpoint")
+    if src.folder is None:  # a raw reference file: no accuracy predictor to search with; say so before benching
+        src.side_file("accuracy_predictor.json", "accuracy predictor", "")
+    net = src.net.eval()
     space = net.space
     mcu = spec.connection.transport == "none"
     if not mcu:
@@ -132,7 +138,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     log(f"1/10 load: supernet {o.supernet} ({space.id}), {source}")
 
     # 2. search
-    setup = setup_search(spec, o.supernet, o.runs,
+    setup = setup_search(spec, src, o.runs,
                          {"latency_ms": o.latency_ms, "peak_sram_kb": o.sram_kb, "flash_kb": o.flash_kb})
     if o.arch:
         arch = space.validate(space.parse(o.arch))
@@ -144,7 +150,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
         log(f"2/10 search: {arch} ({setup.objective.queries:,} archs scored)")
 
     # 3-5. extract, recalibrate BN, convert (and on a device: time, search again when over budget)
-    data, calibration = open_supernet_data(o.supernet, o.data)
+    data, calibration = open_supernet_data(src, o.data)
     calib = torch.from_numpy(np.ascontiguousarray(calibration.bn_images(o.bn_images)))
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=_ensure(Path(o.out))))
 
@@ -174,7 +180,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
             chosen, tried, how = _measured_choice(spec, o, net, setup, arch, budget, make, calibration.quant_x,
                                                   staging, fmt, searched=not o.arch)
         log(f"5/10 choose: {how}; verifying on {data.note}")
-        return _finish(spec, o, net, ckpt, chosen, tried, how, data, staging, fmt, ledger, setup.objective.budgets)
+        return _finish(spec, o, net, src.sha256, chosen, tried, how, data, staging, fmt, ledger, setup.objective.budgets)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise
@@ -267,7 +273,7 @@ def _host_checks(fmt, o: DeployOptions, model_path: Path, torch_logits: np.ndarr
                    note="warning: above %.3f" % o.drop_warn if drop > o.drop_warn else "")]
 
 
-def _finish(spec, o, net, ckpt, chosen, tried, how, data, staging, fmt, ledger, budgets) -> DeployResult:
+def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fmt, ledger, budgets) -> DeployResult:
     """Steps 6-10 for the chosen candidate, writing into ``staging``."""
     import torch
 
@@ -315,7 +321,7 @@ def _finish(spec, o, net, ckpt, chosen, tried, how, data, staging, fmt, ledger, 
     converted_key = "host_int8" if fmt.precision == "int8" else f"host_{fmt.precision}"
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION, "spec": spec.name, "device": found["device"],
-        "supernet": {"id": net.space.id, "path": str(o.supernet), "sha256": sha256_file(ckpt)},
+        "supernet": {"id": net.space.id, "path": str(o.supernet), "sha256": supernet_sha256},
         "arch": str(arch), "costs": net.costs(arch).to_json(), "format": fmt.name, "conversion": conversion,
         "accuracy": {"host_fp32": host_fp32, converted_key: host["top1"], "device": found["device_top1"],
                      "device_runtime": found["device_runtime"], "images": len(images), "split": "test"},

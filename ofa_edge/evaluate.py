@@ -68,40 +68,49 @@ def evaluate_arch(net: OFASupernet, arch: Arch, data: EvalData) -> float:
     return top1(calibrated_subnet(net, arch, data.calib_x), data.x, data.y, arch.resolution)
 
 
-def supernet_record(supernet: str):
-    """The dataset record in a supernet's checkpoint header (the documented default without one)."""
+def supernet_record(supernet):
+    """The dataset record in a supernet's checkpoint header (the documented default without one).
+    ``supernet``: any source open_supernet takes; a reference OFA checkpoint records ImageNet."""
     from ofa_edge.data.record import LEGACY_RECORD, record_from_header
-    from ofa_edge.space.checkpoint import checkpoint_file, read_header
-    from ofa_edge.space.presets import PRESETS
+    from ofa_edge.space.source import open_supernet
 
-    if str(supernet) in PRESETS or str(supernet).endswith((".pth", ".pt", ".tar")):
-        return LEGACY_RECORD  # an untrained preset or a reference checkpoint records no dataset
-    return record_from_header(read_header(checkpoint_file(supernet)))
+    src = open_supernet(supernet)
+    if src.kind == "preset":
+        return LEGACY_RECORD  # an untrained preset records no dataset
+    return record_from_header(src.header)
 
 
-def _kept_calibration(supernet: str, record):
-    """The calibration images a run kept in its folder (None for a checkpoint without a record)."""
+def _kept_calibration(supernet, record):
+    """The calibration images a run kept in its folder (None for a checkpoint without a record,
+    or a raw reference file, which has no folder)."""
     from ofa_edge.data.record import load_calibration
-    from ofa_edge.space.checkpoint import supernet_dir
+    from ofa_edge.space.source import open_supernet
 
-    return None if record.legacy else load_calibration(supernet_dir(supernet))
+    if record.legacy:
+        return None
+    folder = open_supernet(supernet).folder
+    return None if folder is None else load_calibration(folder)
 
 
-def open_supernet_data(supernet: str, data: str | None = None, log=None):
+def open_supernet_data(supernet, data: str | None = None, log=None):
     """(RecordData, Calibration) for a supernet: its recorded images (or ``data``), and the BN/int8
     calibration images stored with the run (or taken from the recorded training split)."""
     from ofa_edge.data.record import Calibration, open_record_data
+    from ofa_edge.space.source import open_supernet
 
+    supernet = open_supernet(supernet)  # opened once for the record and the calibration images
     record = supernet_record(supernet)
     rd = open_record_data(record, data, log=log)
     kept = _kept_calibration(supernet, record)
     return rd, kept if kept is not None else Calibration.from_data(rd)
 
 
-def stored_calibration(supernet: str, data: str | None = None, log=None):
+def stored_calibration(supernet, data: str | None = None, log=None):
     """The calibration images of a supernet, without loading the dataset when the run kept them."""
     from ofa_edge.data.record import Calibration, open_record_data
+    from ofa_edge.space.source import open_supernet
 
+    supernet = open_supernet(supernet)  # opened once for the record and the calibration images
     record = supernet_record(supernet)
     kept = _kept_calibration(supernet, record)
     return kept if kept is not None else Calibration.from_data(open_record_data(record, data, log=log))
@@ -139,21 +148,20 @@ def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: i
     import json
     import statistics
 
-    from ofa_edge.space.checkpoint import DEFAULT_DIR, load_supernet, read_header, supernet_dir
+    from ofa_edge.space.checkpoint import DEFAULT_DIR
+    from ofa_edge.space.source import open_supernet
     from ofa_edge.train.device import resolve_device
 
     torch.set_num_threads(int(os.environ.get("OFA_EDGE_THREADS", "1")))
     dev = resolve_device(device)
-    net = load_supernet(supernet).to(dev)
-    try:
-        trained = read_header(supernet).get("trained_resolutions")
-    except Exception:  # noqa: BLE001 - a preset has no header
-        trained = None
+    src = open_supernet(supernet)
+    net = src.net.to(dev)
+    trained = src.header.get("trained_resolutions")
     resolutions = [resolution] if resolution else trained
     archs = parse_arch_specs(net.space, arch_specs, seed, resolutions)
     if resolution:
         archs = [Arch(resolution, a.stages) for a in archs]
-    rd, calib = open_supernet_data(supernet, data, log=log)
+    rd, calib = open_supernet_data(src, data, log=log)
     x, y = rd.split(split)
     if images:
         x, y = x[:images], y[:images]
@@ -167,7 +175,7 @@ def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: i
               "median_top1": statistics.median(r["top1"] for r in rows)}
     if split == "test":
         record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result}
-        folders = [supernet_dir(supernet)] if supernet_dir(supernet) != DEFAULT_DIR else []
+        folders = [src.folder] if src.folder not in (None, DEFAULT_DIR) else []
         for folder in (*folders, Path("runs")):  # never write into the installed package
             try:
                 folder.mkdir(parents=True, exist_ok=True)

@@ -254,12 +254,14 @@ class DeviceLock:
 
 
 def _is_ours(owner_text: str, token: str | None = None) -> bool:
-    """An owner file that ofa-edge wrote (and, with ``token``, this very lock's)."""
+    """An owner file that ofa-edge wrote (every version writes host and pid), and, with ``token``,
+    this very lock's."""
     try:
         owner = json.loads(owner_text)
     except ValueError:
         return False
-    return isinstance(owner, dict) and "pid" in owner and "token" in owner and (token is None or owner["token"] == token)
+    return (isinstance(owner, dict) and "host" in owner and "pid" in owner
+            and (token is None or owner.get("token") == token))
 
 
 def posix_parent(path: str) -> str:
@@ -283,13 +285,13 @@ class Bench:
 
     # -------------------------------------------------------- setup
     def _load(self) -> None:
-        from ofa_edge.space.checkpoint import checkpoint_file, load_supernet, read_header
+        from ofa_edge.space.source import open_supernet
 
         o = self.options
-        self.net = load_supernet(o.supernet).eval()
-        checkpoint = checkpoint_file(o.supernet) if o.supernet not in _preset_names() else None
-        header = read_header(checkpoint) if checkpoint else {}
-        self.weights_id = (sha256_file(checkpoint)[:12] if checkpoint else f"init-{o.supernet}")
+        src = open_supernet(o.supernet)  # a preset, a run folder, a checkpoint or a reference OFA file
+        self.net = src.net.eval()
+        header = src.header
+        self.weights_id = src.weights_id
         self.space = self.net.space
         self.resolutions = plan_resolutions(self.space, header.get("trained_resolutions"), self.spec,
                                             o.resolutions, o.quick)
@@ -573,12 +575,6 @@ def _stats(stats: dict) -> dict:
     out = {k: stats[k] for k in keep if k in stats} | {"runtime": stats.get("runtime")}
     out["median_ms"] = out["p50_ms"]  # one definition: the median of all runs
     return out
-
-
-def _preset_names() -> set[str]:
-    from ofa_edge.space.presets import PRESETS
-
-    return set(PRESETS)
 
 
 def _block_calibration(key: BlockKey, shape: tuple[int, ...]):

@@ -9,7 +9,8 @@ import numpy as np
 from ofa_edge.ledger import Ledger, record
 from ofa_edge.predictors.accuracy import fit, score
 from ofa_edge.predictors.collect import choose_archs, measure
-from ofa_edge.space.checkpoint import load_supernet, read_header, supernet_dir
+from ofa_edge.errors import OfaEdgeError
+from ofa_edge.space.source import open_supernet
 
 PREDICTOR_NAME = "accuracy_predictor.json"
 DATA_NAME = "accuracy_data.jsonl"
@@ -29,10 +30,14 @@ def fit_predictor(supernet: str, samples: int = 1000, holdout: int = 200, worker
 
     used = sorted(set(worker_devices(device, workers)))  # a bad --device fails before any work
     ledger = Ledger("predictor fit", gpus=[g for d in used for g in gpu_ids(torch.device(d))])
-    rd, calib = open_supernet_data(supernet, data, log=print)
-    folder = Path(out) if out else supernet_dir(supernet)
-    net = load_supernet(supernet)
-    resolutions = read_header(supernet).get("trained_resolutions") or list(net.space.preset.resolutions)
+    src = open_supernet(supernet)
+    if out is None and src.folder is None:
+        raise OfaEdgeError(f"{supernet} is a raw reference OFA checkpoint, which has no run folder to keep the "
+                           "predictor in: convert it once with ofa-edge import-reference, or pass --out DIR")
+    rd, calib = open_supernet_data(src, data, log=print)
+    folder = Path(out) if out else src.folder
+    net = src.net
+    resolutions = src.header.get("trained_resolutions") or list(net.space.preset.resolutions)
     train_archs, holdout_archs = choose_archs(net.space, samples, holdout, resolutions, seed)
     # scores are cached per arch: scores on other images (--data with another fingerprint) get their own file
     cache = folder / (DATA_NAME if rd.matches else f"accuracy_data.{rd.fingerprint.get('sha256', 'other')[:12]}.jsonl")

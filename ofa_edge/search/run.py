@@ -22,20 +22,19 @@ class SearchSetup:
     latency_source: str
 
 
-def _accuracy_predictor(supernet: str):
+def _accuracy_predictor(supernet):
     from ofa_edge.predictors.accuracy import AccuracyPredictor
-    from ofa_edge.space.checkpoint import supernet_dir
+    from ofa_edge.space.source import open_supernet
 
-    path = supernet_dir(supernet) / "accuracy_predictor.json"
-    if not path.is_file():
-        raise OfaEdgeError(f"no accuracy predictor at {path}: run ofa-edge predictor fit --supernet {supernet}")
-    return AccuracyPredictor.load(path)
+    src = open_supernet(supernet)
+    return AccuracyPredictor.load(src.side_file("accuracy_predictor.json", "accuracy predictor",
+                                                f"run ofa-edge predictor fit --supernet {src.given}"))
 
 
-def _header(supernet: str) -> dict:
-    from ofa_edge.space.checkpoint import checkpoint_file, read_header
+def _header(supernet) -> dict:
+    from ofa_edge.space.source import open_supernet
 
-    return read_header(checkpoint_file(supernet))
+    return open_supernet(supernet).header
 
 
 def budgets_for(spec: DeviceSpec, overrides: dict[str, float | None]) -> dict[str, float]:
@@ -46,8 +45,12 @@ def budgets_for(spec: DeviceSpec, overrides: dict[str, float | None]) -> dict[st
     return out
 
 
-def setup_search(spec: DeviceSpec, supernet: str = "default", runs: str | Path = "runs",
+def setup_search(spec: DeviceSpec, supernet="default", runs: str | Path = "runs",
                  overrides: dict[str, float | None] | None = None) -> SearchSetup:
+    """``supernet``: any source open_supernet takes (a name or path, or an opened source)."""
+    from ofa_edge.space.source import open_supernet
+
+    supernet = open_supernet(supernet)
     header = _header(supernet)
     space = SearchSpace(header["space_id"])
     num_classes = header["num_classes"]

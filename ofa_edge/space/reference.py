@@ -27,7 +27,11 @@ normalisation as its first op, so it takes [0, 1] images like every ofa-edge mod
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -104,15 +108,138 @@ def from_reference_state_dict(state: dict, source: str = "reference state dict",
     return net.eval()
 
 
-def load_reference_checkpoint(path: str) -> OFASupernet:
-    """Load a reference ``.pth`` safely (``torch.load(weights_only=True)``, no code execution)."""
+def read_reference_state(path: str | os.PathLike) -> tuple[dict, dict]:
+    """A reference checkpoint's state dict, loaded weights-only (``torch.load(weights_only=True)``,
+    no code runs), and how it was stored: ``{"serialisation": "torch-zip" | "torch-legacy",
+    "wrapped": bool}`` (``{"state_dict": ...}`` or not). Any name; the format is read from the
+    file's first bytes. A file that is not one is a CheckpointError of one line."""
+    from ofa_edge.space.checkpoint import detect_format
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    fmt = detect_format(path)
+    if fmt == "safetensors":
+        raise CheckpointError(f"{path}: a safetensors file, not a reference OFA checkpoint (torch zip or legacy "
+                              "serialisation); pass it to --supernet as it is")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{path}: cannot read it as a weights-only torch checkpoint "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: cannot read it as a weights-only torch checkpoint ({fmt} serialisation, "
+                              f"{path.stat().st_size:,} bytes): {_torch_load_reason(exc)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, found a {type(state).__name__}")
-    return from_reference_state_dict(state, path)
+    wrapped = isinstance(state.get("state_dict"), dict)
+    state = state["state_dict"] if wrapped else state
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a state dict of tensors ({len(bad)} entries are not, e.g. {bad[0]!r})")
+    return state, {"serialisation": fmt, "wrapped": wrapped}
+
+
+def _torch_load_reason(exc: Exception) -> str:
+    """torch.load's error in a few words (its weights-only message runs to a page)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    m = re.search(r"WeightsUnpickler error: (.*)", text)
+    if m:
+        g = re.search(r"Unsupported global: GLOBAL (\S+)", m.group(1))
+        if g:
+            return (f"it pickles Python objects ({g.group(1)}), which a weights-only load refuses; save the "
+                    "model's state_dict() instead")
+        text = m.group(1)
+    line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if isinstance(exc, (EOFError, RuntimeError)) or "EOF" in line or "unpack requires" in line:
+        line = f"the file looks truncated ({line})"
+    return f"{type(exc).__name__}: {line[:200]}"
+
+
+def load_reference_checkpoint(path: str | os.PathLike) -> OFASupernet:
+    """Load a reference checkpoint file safely (weights-only, any name, zip or legacy serialisation)."""
+    state, _ = read_reference_state(path)
+    return from_reference_state_dict(state, str(path))
+
+
+# ---------------------------------------------------------------- import-reference
+
+#: The reference's resolutions (its elastic resolution range, 128-224 px in steps of 4).
+REFERENCE_RESOLUTIONS = tuple(range(128, 225, 4))
+#: The reference's evaluation: resize the shorter side to ceil(res / 0.875), centre-crop res x res.
+REFERENCE_EVAL_PREPROCESSING = {"resize": "shorter-side", "resize_to": "ceil(resolution / crop_fraction)",
+                                "crop": "center", "crop_fraction": 0.875, "interpolation": "bilinear"}
+WNIDS_FILE = Path(__file__).resolve().parents[1] / "assets" / "imagenet" / "wnids.txt"
+
+
+def imagenet_wnids() -> tuple[str, ...]:
+    """ImageNet-1k's 1,000 WordNet ids in the standard sorted order (the reference's label order),
+    vendored from timm (see ofa_edge/assets/imagenet/README.md)."""
+    try:
+        wnids = tuple(WNIDS_FILE.read_text().split())
+    except OSError as exc:
+        raise OfaEdgeError(f"the ImageNet class list is missing from this install ({WNIDS_FILE}: "
+                           f"{exc.strerror}); reinstall ofa-edge") from None
+    if len(wnids) != 1000 or len(set(wnids)) != 1000 or list(wnids) != sorted(wnids):
+        raise OfaEdgeError(f"{WNIDS_FILE} is damaged: expected 1,000 sorted unique WordNet ids; reinstall ofa-edge")
+    return wnids
+
+
+def reference_header(net: OFASupernet, source: str | os.PathLike, sha256: str, stored: dict,
+                     name: str | None = None) -> dict:
+    """The header fields of a supernet imported from a reference checkpoint (besides header_of's):
+    ImageNet's classes, the reference's resolutions and evaluation preprocessing, the input
+    contract (ImageNet normalisation inside the model), and where the weights came from."""
+    from ofa_edge import __version__
+    from ofa_edge.data.record import DatasetRecord, input_contract
+
+    if net.num_classes != 1000:
+        raise CheckpointError(f"{source}: a reference checkpoint with {net.num_classes} classes; the published "
+                              "ImageNet supernets have 1,000")
+    resolutions = list(REFERENCE_RESOLUTIONS)
+    # ImageNet: the reference carves 10,000 training images as its val split; ImageNet val is the test split
+    record = DatasetRecord(kind="imagenet", ref="imagenet", fingerprint={}, classes=imagenet_wnids(), channels=3,
+                           resolutions=tuple(resolutions), val_size=10000, seed=0, test_from="val")
+    source = Path(source)
+    return {"name": name or source.name, "trained_resolutions": resolutions, "dataset": record.to_json(),
+            "input": {**input_contract(3, net.input_mean, net.input_std), "layout": "NCHW"},
+            "eval_preprocessing": dict(REFERENCE_EVAL_PREPROCESSING),
+            "imported_from": {"kind": "ofa-reference", "file": source.name, "sha256": sha256,
+                              "bytes": source.stat().st_size, **stored,
+                              "converted_by": f"ofa-edge {__version__} import-reference"}}
+
+
+def import_reference(path: str | os.PathLike, out: str | os.PathLike, acc_predictor: str | os.PathLike | None = None,
+                     name: str | None = None) -> Path:
+    """Convert a reference checkpoint once into an ofa-edge run folder ``out``: supernet.safetensors
+    with the header of :func:`reference_header` (and accuracy_predictor.json from ``acc_predictor``).
+
+    Written into a temporary folder beside ``out`` and renamed at the end: a failure leaves nothing.
+    ``out`` must not exist, or be an empty folder."""
+    from ofa_edge.fileio import sha256_file
+    from ofa_edge.space.checkpoint import WEIGHTS_NAME, save_supernet
+
+    path, out = Path(path), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OfaEdgeError(f"{out} already exists and is not an empty folder; pass another --out or remove it")
+    state, stored = read_reference_state(path)
+    net = from_reference_state_dict(state, str(path))
+    header = reference_header(net, path, sha256_file(path), stored, name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        save_supernet(net, tmp / WEIGHTS_NAME, extra=header)
+        if acc_predictor is not None:
+            _import_predictor(acc_predictor, net, tmp)
+        if out.is_dir():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _import_predictor(acc_predictor: str | os.PathLike, net: OFASupernet, folder: Path) -> Path:
+    """The reference accuracy predictor in ofa-edge's format, saved as accuracy_predictor.json."""
+    from ofa_edge.predictors.reference_import import import_reference_predictor
+
+    predictor = import_reference_predictor(acc_predictor, net.space)
+    return predictor.save(folder / "accuracy_predictor.json")
