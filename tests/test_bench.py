@@ -355,9 +355,10 @@ def test_mock_skewed_timings_store_the_spec_statistic(ci_bench, tmp_path, statis
     assert refit.table[blocks["blocks"][0]["id"]] == pytest.approx(blocks["blocks"][0]["p10_ms"])
 
 
-def test_jetson_like_fp16_onnx_bench_falls_back_to_cpu_and_says_so(ci_bench, tmp_path, ci_supernet):
+def test_jetson_like_fp16_onnx_bench_without_cuda_is_refused_then_runs_on_the_cpu(ci_bench, tmp_path, ci_supernet):
     """The Jetson spec's runtime (onnxruntime fp16, CUDA then CPU providers) on this machine: the
-    runner falls back to CPUExecutionProvider with a recorded warning."""
+    readiness check refuses it before converting anything (onnxruntime would silently fall back to
+    the CPU); with the CPU provider alone, fp16 ONNX benches."""
     import yaml
 
     _, options, first, _ = ci_bench
@@ -368,14 +369,19 @@ def test_jetson_like_fp16_onnx_bench_falls_back_to_cpu_and_says_so(ci_bench, tmp
                        "execution_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
     data["precision"] = "fp16"
     path.write_text(yaml.safe_dump(data))
-    result = run_bench(load_spec(path), dataclasses.replace(options, out=tmp_path / "runs", subnets=0,
-                                                             log=lambda _: None))
+    quiet = dataclasses.replace(options, out=tmp_path / "runs", subnets=0, cache=tmp_path / "cache",
+                                log=lambda _: None)
+    with pytest.raises(OfaEdgeError, match="execution providers CUDAExecutionProvider are not available"):
+        run_bench(load_spec(path), quiet)
+    assert not (tmp_path / "cache").exists() or not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+    data["runtime"]["execution_providers"] = ["CPUExecutionProvider"]
+    path.write_text(yaml.safe_dump(data))
+    result = run_bench(load_spec(path), dataclasses.replace(quiet, cache=options.cache))
     blocks, _ = _tables(result.folder)
     assert blocks["format"] == "onnx-fp16" and blocks["identity"]["runtime"] == "onnxruntime"
-    assert blocks["identity"]["execution_providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert blocks["identity"]["execution_providers"] == ["CPUExecutionProvider"]
     assert result.measured_now == first.blocks + 2
     if COLD_CACHE:
         assert result.converted_now == result.measured_now  # a new format: nothing cached for it yet
-    assert "CUDAExecutionProvider" not in blocks["identity"]["available_providers"]
-    for b in blocks["blocks"]:  # the runner fell back to the CPU provider
+    for b in blocks["blocks"]:
         assert b["runtime"]["name"] == "onnxruntime" and b["runtime"]["providers"] == ["CPUExecutionProvider"]
