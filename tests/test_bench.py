@@ -385,3 +385,20 @@ def test_jetson_like_fp16_onnx_bench_without_cuda_is_refused_then_runs_on_the_cp
         assert result.converted_now == result.measured_now  # a new format: nothing cached for it yet
     for b in blocks["blocks"]:
         assert b["runtime"]["name"] == "onnxruntime" and b["runtime"]["providers"] == ["CPUExecutionProvider"]
+
+
+def test_cached_onnx_files_are_keyed_by_the_opset_the_device_reads():
+    """A device whose onnxruntime reads opset 15 must not be handed a cached opset-17 file (the
+    suite's Python 3.6 device once was); TFLite files do not depend on it."""
+    from types import SimpleNamespace
+
+    from converters import FORMATS
+    from ofa_edge.devices.bench import Bench
+
+    def key(fmt: str, max_opset):
+        return Bench._converter_key(SimpleNamespace(fmt=FORMATS[fmt],
+                                                    spec=SimpleNamespace(runtime=SimpleNamespace(max_opset=max_opset))))
+
+    assert key("onnx-fp32", 15) != key("onnx-fp32", None) == key("onnx-fp32", 99)
+    assert key("onnx-fp16", 15).endswith("-opset15")
+    assert key("tflite-int8", 15) == key("tflite-int8", None)

@@ -454,7 +454,18 @@ class Bench:
         def make(path: Path) -> None:
             convert_module(build(), shape, self.fmt, path, calibration(), self.spec.runtime.max_opset)
 
-        return self.cache.get(self.space.id, self.weights_id, name, self.fmt, converter_version(), make)
+        return self.cache.get(self.space.id, self.weights_id, name, self.fmt, self._converter_key(), make)
+
+    def _converter_key(self) -> str:
+        """The converter version, plus the ONNX opset the device reads: a device with an older
+        onnxruntime (max_opset 15) must never be handed a cached opset-17 file."""
+        from converters.convert import converter_version
+
+        if self.fmt.tflite or self.fmt.runtime != "onnxruntime":
+            return converter_version()
+        from converters.onnx_export import choose_opset
+
+        return f"{converter_version()}-opset{choose_opset(self.spec.runtime.max_opset)}"
 
     def _time(self, files: list[Path]) -> list[dict]:
         args = ["--warmup", str(self.warmup), "--repeats", str(self.repeats), "--runs", str(self.runs),

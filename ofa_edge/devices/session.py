@@ -174,9 +174,16 @@ class DeviceSession:
                 *runtime_args(self.spec, trt_cache=self.trt_cache)]
 
     def __exit__(self, *exc) -> None:
+        """Remove this session's run folder. When an error is already on its way out (a lost link),
+        a failed removal is ignored: a stale run folder is harmless and the first error says more."""
+        from ofa_edge.devices.transports import TransportError
+
         try:
             if self.work and Path(self.work).name.startswith(RUN_PREFIX):
                 self.transport.run(["rm", "-rf", "--", self.work], timeout=60)
+        except TransportError:
+            if exc[0] is None:
+                raise
         finally:
             if not self.given:
                 self.transport.__exit__(*exc)
