@@ -99,7 +99,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
 
     from converters import format_for
     from ofa_edge.devices.bench import BenchOptions, run_bench
-    from ofa_edge.evaluate import open_supernet_data, recalibrate
+    from ofa_edge.evaluate import as_images, open_supernet_data, recalibrate
     from ofa_edge.train.device import resolve_device
     from ofa_edge.ledger import Ledger
     from ofa_edge.search.evolution import SearchSettings
@@ -151,7 +151,7 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
 
     # 3-5. extract, recalibrate BN, convert (and on a device: time, search again when over budget)
     data, calibration = open_supernet_data(src, o.data)
-    calib = torch.from_numpy(np.ascontiguousarray(calibration.bn_images(o.bn_images)))
+    calib = as_images(calibration.bn_images(o.bn_images))
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=_ensure(Path(o.out))))
 
     def make(candidate_arch, search_budget, folder: Path = staging / "candidates"):
@@ -168,8 +168,8 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
         return Candidate(candidate_arch, report_row(setup.objective, candidate_arch), search_budget, path,
                          conversion, sub)
 
-    log(f"3/10 extract, recalibrate BN ({len(calib):,} training images on {device}), convert to {fmt.name}: "
-        "each candidate")
+    log(f"3/10 extract, recalibrate BN ({len(calib):,} images, {data.bn_source}, on {device}), convert to "
+        f"{fmt.name}: each candidate")
     try:
         budget = setup.objective.budgets.get("latency_ms")
         if mcu:
@@ -327,7 +327,7 @@ def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fm
                      "device_runtime": found["device_runtime"], "images": len(images), "split": "test"},
         "dataset": {"kind": rec.kind, "ref": rec.ref, "fingerprint": rec.fingerprint or data.fingerprint,
                     "classes": list(rec.classes), "scored": data.source, "scored_fingerprint": data.fingerprint,
-                    "recorded": data.matches, "note": data.note},
+                    "recorded": data.matches, "note": data.note, "bn_calibration": data.bn_source},
         "agreement": found["agreement"],
         "latency_ms": {"predicted": row["predicted"]["latency_ms"], "statistic": found["statistic"],
                        "source": found["latency_source"], "measured": found["measured"],

@@ -11,6 +11,7 @@ import torch
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.bn import recalibrate_bn
 from ofa_edge.space.supernet import OFASupernet
+from ofa_edge.data.imagenet import ImageList, images_at
 from ofa_edge.data.record import calibration_indices  # noqa: F401 - re-exported
 from ofa_edge.data.tensors import to_model_input
 
@@ -24,9 +25,13 @@ class EvalData:
     y: torch.Tensor
 
     @classmethod
-    def from_arrays(cls, calib_x: np.ndarray, x: np.ndarray, y: np.ndarray) -> "EvalData":
-        return cls(torch.from_numpy(np.ascontiguousarray(calib_x)), torch.from_numpy(np.ascontiguousarray(x)),
-                   torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    def from_arrays(cls, calib_x, x, y: np.ndarray) -> "EvalData":
+        return cls(as_images(calib_x), as_images(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+
+
+def as_images(x):
+    """uint8 NHWC images as a tensor; an ImageList (decoded per resolution) stays as it is."""
+    return x if isinstance(x, ImageList) else torch.from_numpy(np.ascontiguousarray(x))
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -38,6 +43,7 @@ def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, resolution: i
     """Top-1 of ``model`` on uint8 NHWC images ``x``, in fp32 on the model's device; in [0, 1]."""
     model.eval()
     device = _device_of(model)
+    x = images_at(x, resolution)
     correct = 0
     for i in range(0, len(x), batch):
         logits = model(to_model_input(x[i:i + batch], resolution).to(device, non_blocking=True))
@@ -52,6 +58,7 @@ def recalibrate(sub: torch.nn.Module, calib_x: torch.Tensor, resolution: int, ba
     if device is not None:
         sub = sub.to(device)
     device = _device_of(sub)
+    calib_x = images_at(calib_x, resolution)
     sub = sub.to(memory_format=torch.channels_last)
     recalibrate_bn(sub, (to_model_input(calib_x[i:i + batch], resolution).to(device, non_blocking=True)
                          for i in range(0, len(calib_x), batch)))
@@ -171,7 +178,8 @@ def run_eval(supernet: str, arch_specs: list[str], split: str = "val", images: i
               "dataset": {"source": rd.source, "recorded": rd.matches, "note": rd.note,
                           "fingerprint": rd.record.fingerprint or rd.fingerprint, "scored_fingerprint": rd.fingerprint,
                           "classes": list(rd.record.classes)},
-              "device": str(dev), "bn_calibration_images": len(data_.calib_x), "archs": rows,
+              "device": str(dev), "bn_calibration_images": len(data_.calib_x), "bn_calibration_source": rd.bn_source,
+              "archs": rows,
               "median_top1": statistics.median(r["top1"] for r in rows)}
     if split == "test":
         record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result}

@@ -155,8 +155,6 @@ def test_raw_extension_less_file_is_a_supernet_everywhere(files, imported, tmp_p
     """open_supernet gives the raw file the import's header and id; ``ofa-edge eval`` scores it on a
     tiny folder of wnid-named classes; search and predictor fit, which need side files, say in
     one line to import it first."""
-    import numpy as np
-    from PIL import Image
 
     from ofa_edge.space.checkpoint import read_header
     from ofa_edge.space.source import open_supernet
@@ -165,19 +163,20 @@ def test_raw_extension_less_file_is_a_supernet_everywhere(files, imported, tmp_p
     assert raw.kind == "reference" and raw.folder is None
     assert raw.weights_id == hashlib.sha256(files["legacy"].read_bytes()).hexdigest()[:12]
     assert raw.header == read_header(imported["legacy"])
+    from imagenet_folder import make_imagenet_folder
+
     wnids = WNIDS.read_text().split()
     data = tmp_path / "val"
-    rng = np.random.default_rng(0)
-    for wnid in (wnids[0], wnids[500]):
-        (data / wnid).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(data / wnid / f"{i}.png")
+    make_imagenet_folder(data, per_class=4)  # real photos, val/<wnid>/*.JPEG
     r = run_cli("eval", "--supernet", str(files["legacy"]), "--data", str(data), "--arch", "min",
                 "--resolution", "128", "--split", "test", "--json", "--device", "cpu", timeout=240)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
-    assert result["space"] == "ofa-mbv3-w1.0" and result["images"] == 12
+    assert result["space"] == "ofa-mbv3-w1.0" and result["images"] == 11  # one image recalibrates BN
+    assert "marked slice of 1 val images" in result["bn_calibration_source"]
     assert result["dataset"]["classes"] == wnids and 0 <= result["archs"][0]["top1"] <= 1
+    r = run_cli("eval", "--supernet", str(files["legacy"]), "--arch", "min", "--resolution", "128", timeout=240)
+    assert r.returncode == 2 and "pass --data PATH" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     with pytest.raises(Exception, match="raw reference OFA checkpoint.*import-reference"):
         from ofa_edge.search.run import _accuracy_predictor
 

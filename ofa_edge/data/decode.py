@@ -7,6 +7,7 @@ stop or to skip it.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -123,8 +124,23 @@ def _to_8bit(im: Any) -> Any:
     return pil().fromarray(((a * 255 + 32767) // 65535).astype(np.uint8))
 
 
-def decode_image(path: str, color: str, size: int) -> np.ndarray:
-    """One file as uint8 (size, size, 1 or 3): ``color`` "L" or "RGB" (alpha dropped), bilinear."""
+def center_crop_box(width: int, height: int, size: int, crop: float) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """The resize and crop of the reference evaluation (OFA's ImageNet val transform): the shorter
+    side becomes ceil(size / crop), the longer keeps the aspect ratio (truncated), then the centre
+    size x size (offsets rounded half to even). Returns ((new_w, new_h), (left, top, right, bottom))."""
+    short = math.ceil(size / crop)
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    return (new_w, new_h), (left, top, left + size, top + size)
+
+
+def decode_image(path: str, color: str, size: int, crop: float | None = None) -> np.ndarray:
+    """One file as uint8 (size, size, 1 or 3): ``color`` "L" or "RGB" (alpha dropped), bilinear.
+    Without ``crop`` the image is stretched to size x size; with it, resized and centre-cropped
+    as :func:`center_crop_box` says (the aspect ratio is kept)."""
     Image = pil()
     with Image.open(path) as im:
         im.load()
@@ -132,21 +148,28 @@ def decode_image(path: str, color: str, size: int) -> np.ndarray:
             im = _to_8bit(im)
         if im.mode != color:
             im = im.convert(color)
-        if im.size != (size, size):
+        if crop is not None:
+            new_size, box = center_crop_box(im.size[0], im.size[1], size, crop)
+            if im.size != new_size:
+                im = im.resize(new_size, Image.Resampling.BILINEAR)
+            im = im.crop(box)
+        elif im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
         return np.asarray(im, dtype=np.uint8).reshape(size, size, -1)
 
 
-def decode_chunk(job: tuple[str, Sequence[tuple[int, str]], str, int]) -> list[tuple[int, str]]:
-    """Decode (index, path) pairs into rows of the ``.npy`` at ``npy``; returns (index, reason) failures."""
-    npy, items, color, size = job
+def decode_chunk(job: tuple) -> list[tuple[int, str]]:
+    """Decode (index, path) pairs into rows of the ``.npy`` at ``npy``; returns (index, reason) failures.
+    ``job``: (npy, items, color, size) or (npy, items, color, size, crop)."""
+    npy, items, color, size = job[:4]
+    crop = job[4] if len(job) > 4 else None
     out = np.load(npy, mmap_mode="r+")
     failed = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i, path in items:
             try:
-                out[i] = decode_image(path, color, size)
+                out[i] = decode_image(path, color, size, crop)
             except Exception as e:  # a bad file is reported, not raised
                 failed.append((i, reason(e, path)))
     out.flush()
@@ -231,9 +254,10 @@ def probe_all(paths: Sequence[str], runner: Runner, check_tail: bool = False) ->
 
 
 def decode_all(npy: str, items: Sequence[tuple[int, str]], color: str, size: int,
-               runner: Runner) -> dict[int, str]:
-    """Decode every (index, path) into the ``.npy`` at ``npy``; returns {index: reason} failures."""
+               runner: Runner, crop: float | None = None) -> dict[int, str]:
+    """Decode every (index, path) into the ``.npy`` at ``npy``; returns {index: reason} failures.
+    ``crop``: the reference's resize-then-centre-crop (see :func:`decode_image`)."""
     parts = chunks(len(items))
-    jobs = [(npy, [items[i] for i in r], color, size) for r in parts]
+    jobs = [(npy, [items[i] for i in r], color, size, crop) for r in parts]
     failed = runner.map(decode_chunk, jobs, [len(r) for r in parts], "decoding images")
     return {i: why for res in failed for i, why in res}

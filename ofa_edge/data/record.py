@@ -132,6 +132,7 @@ class RecordData(Splits):
     matches: bool = False           # the images are the recorded dataset (fingerprint equal)
     note: str = ""                  # which split is scored, in words
     fingerprint: dict = field(default_factory=dict)  # of the images read
+    bn_source: str = "the training split"  # where BN-recalibration images come from, in words
 
 
 def _norm(name: str) -> str:
@@ -185,6 +186,10 @@ def open_record_data(record: DatasetRecord, data: str | os.PathLike | None = Non
     ``test/`` folder, t10k or ``x_test``), or every image when they have none; val is carved by
     the record's rule. ``log`` receives one line saying which split is scored.
     """
+    if record.kind == "imagenet":  # images read per resolution (the reference's resize and crop)
+        from ofa_edge.data.imagenet import open_imagenet_data
+
+        return open_imagenet_data(record, data, log)
     ds = _load(record, data, skip_bad)
     fp = getattr(ds, "fingerprint", None) or {}
     if record.legacy:  # no fingerprint recorded: Fashion-MNIST's IDX files are the recorded dataset
@@ -265,8 +270,12 @@ class Calibration:
     @classmethod
     def from_train(cls, train_x: np.ndarray) -> "Calibration":
         """The calibration images of a train split (uint8 NHWC)."""
+        from ofa_edge.data.imagenet import ImageList
+
         n_train = len(train_x)
         index = calibration_indices(n_train, min(CALIBRATION_IMAGES, n_train), 0)
+        if isinstance(train_x, ImageList):  # decoded later, at the subnet's resolution
+            return cls(bn_x=train_x[index], bn_index=index, n_train=n_train, quant_x=train_x[:QUANT_IMAGES])
         return cls(bn_x=np.ascontiguousarray(train_x[index]), bn_index=index, n_train=n_train,
                    quant_x=np.ascontiguousarray(train_x[:QUANT_IMAGES]))
 

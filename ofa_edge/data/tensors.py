@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ofa_edge.data.imagenet import images_at
+
 
 def resize_float(x: torch.Tensor, resolution: int) -> torch.Tensor:
     """Bilinear resize of (N, C, H, W) floats to ``resolution`` (antialiased when shrinking)."""
@@ -20,8 +22,11 @@ def resize_float(x: torch.Tensor, resolution: int) -> torch.Tensor:
                          antialias=resolution < x.shape[-1])
 
 
-def to_model_input(images: np.ndarray | torch.Tensor, resolution: int | None = None) -> torch.Tensor:
-    """uint8 (N, H, W, 1 or 3) -> float32 (N, 3, R, R) in [0, 1], channels_last."""
+def to_model_input(images, resolution: int | None = None) -> torch.Tensor:
+    """uint8 (N, H, W, 1 or 3) -> float32 (N, 3, R, R) in [0, 1], channels_last. ``images``: an
+    array, a tensor, or an :class:`~ofa_edge.data.imagenet.ImageList` (decoded at ``resolution``)."""
+    if resolution is not None:
+        images = images_at(images, resolution)
     x = torch.as_tensor(images)
     if x.dim() != 4 or x.shape[-1] not in (1, 3):
         raise ValueError(f"expected uint8 images (N, H, W, 1 or 3), got shape {tuple(x.shape)}")
