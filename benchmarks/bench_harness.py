@@ -9,6 +9,9 @@ emptied first).
 
     python benchmarks/bench_harness.py            # quick bench (about 20 minutes here)
     python benchmarks/bench_harness.py --full     # the full bench
+    # OFA's w1.0 at 128 and 224 px on this machine (any weights: latency does not depend on them)
+    python benchmarks/bench_harness.py --spec device_specs/local_imagenet.yaml --supernet runs/ofa-w1.0 \
+        --name harness_imagenet_quick
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "runs"), help="where the cold run's tables stay")
     parser.add_argument("--supernet", default="default", help="(the tests use a tiny one)")
     parser.add_argument("--tiny", action="store_true", help="part of the space, 10 subnets (the tests)")
+    parser.add_argument("--name", help="results file name (default harness_quick or harness_full)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="ofa-edge-bench-harness-"))
     try:
@@ -74,7 +78,7 @@ def main() -> None:
     figures = {"cold_cache": cold, "warm_cache": warm,
                "warm_vs_cold_wall_ratio": round(warm["wall_s"] / cold["wall_s"], 3),
                "harness_noise_median_block_cov": warm["median_block_cov"], "noise_goal": 0.03}
-    path = write_results("harness_full" if args.full else "harness_quick", figures,
+    path = write_results(args.name or ("harness_full" if args.full else "harness_quick"), figures,
                          {"spec": args.spec, "full": args.full, "supernet": args.supernet, "tiny": args.tiny})
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=2))
     for name in ("cold_cache", "warm_cache"):

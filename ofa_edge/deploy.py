@@ -238,6 +238,8 @@ def _measured_choice(spec, o, net, setup, arch, budget, make, quant_x, staging: 
 
 
 PARITY_IMAGES = 64  # images whose outputs the fp32 check compares with torch
+#: int8 top-1 labels agreeing with torch fp32 on a smaller share of the images than this: a warning
+INT8_LABEL_WARN = 0.9
 
 
 def _torch_outputs(sub, images: np.ndarray, resolution: int) -> np.ndarray:
@@ -268,9 +270,13 @@ def _host_checks(fmt, o: DeployOptions, model_path: Path, torch_logits: np.ndarr
                        LABEL_AGREEMENT)]
     floats = _float_tensors(model_path)
     drop = float(np.mean(torch_labels == labels)) - host["top1"]
+    agree = float(np.mean(np.asarray(host["predicted"]) == torch_labels))
     return [_check("no float tensors in the full-int8 model", not floats, len(floats), 0, note=", ".join(floats[:3])),
             _check("int8 top-1 drop from fp32", drop <= o.drop_fail, round(drop, 4), o.drop_fail,
-                   note="warning: above %.3f" % o.drop_warn if drop > o.drop_warn else "")]
+                   note="warning: above %.3f" % o.drop_warn if drop > o.drop_warn else ""),
+            # the drop nets out flips either way; the labels themselves say how much int8 changed
+            _check("int8 top-1 labels agree with torch fp32", agree >= INT8_LABEL_WARN, round(agree, 4),
+                   INT8_LABEL_WARN, level="warn")]
 
 
 def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fmt, ledger, budgets) -> DeployResult:

@@ -15,48 +15,15 @@ import pytest
 import torch
 
 from ofa_edge.cli import main
+from reference_ofa import STUBBED, randomised
 
-STUBBED = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-           "torchvision.datasets", "torchvision.models", "torchvision.utils"]
 WNIDS = Path(__file__).resolve().parents[1] / "ofa_edge" / "assets" / "imagenet" / "wnids.txt"
-
-
-def _reference_class():
-    """OFAMobileNetV3 of the reference implementation; torchvision (and PIL, if missing) stubbed
-    around the import only (torchvision does not work beside our torch)."""
-    stubs = {name: mock.MagicMock() for name in STUBBED if name not in sys.modules}
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        stubs["PIL"] = stubs["PIL.Image"] = mock.MagicMock()
-    with mock.patch.dict(sys.modules, stubs):
-        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
-    return OFAMobileNetV3
-
-
-def _randomised(width: float, seed: int):
-    """A reference supernet with random non-trivial weights and BN statistics, in eval mode."""
-    torch.manual_seed(seed)
-    ref = _reference_class()(n_classes=1000, dropout_rate=0, width_mult=width, ks_list=[3, 5, 7],
-                             expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if "matrix" in name:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
-            elif p.dim() == 1:
-                p.copy_(torch.rand(p.shape, generator=gen) * 0.4 + (0.8 if "bn" in name and name.endswith("weight") else -0.2))
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.6 - 0.3)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)
-    return ref.eval()
 
 
 @pytest.fixture(scope="module")
 def reference_net():
     torch.set_num_threads(1)
-    return _randomised(1.0, 0)
+    return randomised(1.0, 0)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +175,7 @@ def test_w12_is_detected_and_an_existing_out_is_refused(tmp_path, capsys):
     from ofa_edge.space.source import open_supernet
 
     path = tmp_path / "ofa_mbv3_d234_e346_k357_w1.2"
-    torch.save(_randomised(1.2, 3).state_dict(), path, _use_new_zipfile_serialization=False)
+    torch.save(randomised(1.2, 3).state_dict(), path, _use_new_zipfile_serialization=False)
     src = open_supernet(str(path))
     assert src.space_id == "ofa-mbv3-w1.2" and src.header["imported_from"]["serialisation"] == "torch-legacy"
     (tmp_path / "taken").mkdir()
