@@ -215,3 +215,33 @@ def ci_bench(tmp_path_factory, sshd_server, block_cache, ci_supernet):
                            log=log.append)
     result = run_bench(spec, options)
     return spec, options, result, log
+
+
+#: The ImageNet-path tests' data: 37 real images per class, 3 classes; 11 recalibrate BN, 100 are scored.
+IMAGENET_PER_CLASS = 37
+
+
+@pytest.fixture(scope="session")
+def imagenet_run(tmp_path_factory) -> Path:
+    """A reference w1.0 supernet (random weights, through the reference implementation) and a
+    tutorial-layout accuracy predictor, imported into a run folder as a user would."""
+    import torch
+
+    from reference_ofa import randomised, tutorial_predictor_file
+    from ofa_edge.space.reference import import_reference
+
+    folder = tmp_path_factory.mktemp("ofa-reference")
+    checkpoint = folder / "ofa_mbv3_d234_e346_k357_w1.0"
+    torch.save(randomised(1.0, 11).state_dict(), checkpoint, _use_new_zipfile_serialization=False)
+    return import_reference(checkpoint, folder / "runs" / "ofa-w1.0",
+                            acc_predictor=tutorial_predictor_file(folder / "acc_predictor.pth"))
+
+
+@pytest.fixture(scope="session")
+def imagenet_val(tmp_path_factory) -> Path:
+    """ImageNet's val layout (val/<wnid>/*.JPEG) from real photos (tests/imagenet_folder.py)."""
+    from imagenet_folder import make_imagenet_folder
+
+    root = tmp_path_factory.mktemp("imagenet") / "val"
+    make_imagenet_folder(root, per_class=IMAGENET_PER_CLASS)
+    return root

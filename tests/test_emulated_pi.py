@@ -147,3 +147,40 @@ def test_int8_deploy_on_the_emulated_pi_agrees_with_the_x86_host(pi, pi_bench, b
     print(f"deploy on the emulated Pi 4: {wall:.1f} s; aarch64 int8 labels agree with the x86 host on "
           f"{m['agreement']:.2%} of {EVAL_IMAGES} test images (device top-1 {m['accuracy']['device']:.2%}, "
           f"host int8 {m['accuracy']['host_int8']:.2%})")
+
+
+def test_reference_w10_int8_deploy_on_the_emulated_pi_agrees_with_the_x86_host(pi, imagenet_run, imagenet_val,
+                                                                               block_cache, run_cli):
+    """OFA's w1.0 (an imported reference supernet, random weights) on the aarch64 device: a small bench
+    at 128 px (kernel-3, expand-3 blocks, 4 subnets), then an int8 --arch deploy verified on 100 real
+    images in ImageNet's val layout. On the local device host and device share one interpreter; here
+    they do not, so the agreement can fail."""
+    import yaml
+
+    from ofa_edge.devices.bench import BenchOptions, run_bench
+    from ofa_edge.devices.spec import load_spec
+
+    spec_path, _, root = pi
+    data = yaml.safe_load(spec_path.read_text())
+    data.update(name="raspberry-pi4-emulated-imagenet", budgets={"resolution": [128, 224]})
+    spec = root / "raspberry_pi4_emulated_imagenet.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    runs = root / "imagenet-runs"
+    result = run_bench(load_spec(spec), BenchOptions(resolutions=[128], kernels=[3], expands=[3], subnets=4,
+                                                     batch=32, progress=False, supernet=str(imagenet_run),
+                                                     out=runs, cache=block_cache, log=lambda _: None))
+    largest = json.loads((result.folder / "subnets.json").read_text())["subnets"][0]["arch"]
+    t0 = time.monotonic()
+    done = run_cli("deploy", "--spec", str(spec), "--supernet", str(imagenet_run), "--runs", str(runs),
+                   "--out", str(runs / "bundles"), "--arch", largest, "--data", str(imagenet_val),
+                   "--eval-images", "100", "--candidates", "1", "--no-bench", "--device", "cpu",
+                   env={"OFA_EDGE_CACHE": str(block_cache)}, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    m = json.loads((runs / "bundles" / data["name"] / "manifest.json").read_text())
+    assert m["verification"]["passed"] and m["format"] == "tflite-int8"
+    assert m["device"]["machine"] == "aarch64" and m["supernet"]["id"] == "ofa-mbv3-w1.0"
+    assert m["accuracy"]["images"] == 100 and m["dataset"]["kind"] == "imagenet"
+    assert m["agreement"] >= 0.995, m["agreement"]
+    int8_vs_fp32 = next(c for c in m["verification"]["checks"] if c["name"] == "int8 top-1 labels agree with torch fp32")
+    print(f"w1.0 deploy on the emulated Pi 4: {time.monotonic() - t0:.1f} s; aarch64 int8 labels agree with the x86 "
+          f"host on {m['agreement']:.2%} of 100 images; int8 vs torch fp32 labels {int8_vs_fp32['figure']:.2%}")
