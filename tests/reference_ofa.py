@@ -4,24 +4,37 @@ downloaded: the files the tests need are written here."""
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
 import torch
 
+#: Modules ``ofa`` imports that cannot load here: torchvision does not work beside our torch, and
+#: ofa.tutorial's model zoo imports gdown. They are stubbed around the import only.
 STUBBED = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-           "torchvision.datasets", "torchvision.models", "torchvision.utils"]
+           "torchvision.datasets", "torchvision.models", "torchvision.utils", "gdown"]
 
 
-def reference_class():
-    """OFAMobileNetV3 of the reference implementation; torchvision (and PIL, if missing) stubbed
-    around the import only (torchvision does not work beside our torch)."""
+@contextmanager
+def reference_imports():
+    """Import from ``ofa`` inside this block. Pillow and its format plugins are loaded before it:
+    leaving the block, patch.dict drops every module imported inside, which would otherwise break
+    Pillow's format registry for the rest of the session."""
     stubs = {name: mock.MagicMock() for name in STUBBED if name not in sys.modules}
     try:
-        import PIL  # noqa: F401
+        from PIL import Image
+
+        Image.init()
     except ImportError:
         stubs["PIL"] = stubs["PIL.Image"] = mock.MagicMock()
     with mock.patch.dict(sys.modules, stubs):
+        yield
+
+
+def reference_class():
+    """OFAMobileNetV3 of the reference implementation."""
+    with reference_imports():
         from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
     return OFAMobileNetV3
 

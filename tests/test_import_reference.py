@@ -7,15 +7,13 @@ import hashlib
 import json
 import pickle
 import re
-import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 
 from ofa_edge.cli import main
-from reference_ofa import STUBBED, randomised
+from reference_ofa import randomised, reference_imports
 
 WNIDS = Path(__file__).resolve().parents[1] / "ofa_edge" / "assets" / "imagenet" / "wnids.txt"
 
@@ -233,8 +231,7 @@ def test_acc_predictor_is_imported_and_search_runs_on_the_folder(files, tmp_path
     from ofa_edge.predictors.reference_import import import_reference_predictor
     from ofa_edge.space.searchspace import SearchSpace
 
-    stubs = {name: mock.MagicMock() for name in STUBBED if name not in sys.modules}
-    with mock.patch.dict(sys.modules, stubs):
+    with reference_imports():
         from ofa.nas.accuracy_predictor import AccuracyPredictor as NasPredictor
         from ofa.nas.accuracy_predictor import MobileNetArchEncoder
     space = SearchSpace("ofa-mbv3-w1.0")

@@ -1,47 +1,17 @@
 """The reference OFA implementation (PyPI `ofa`) as an oracle: same parameter counts and outputs."""
 from __future__ import annotations
 
-import sys
-from unittest import mock
-
 import pytest
 import torch
 
 from ofa_edge.space.reference import from_reference_state_dict, map_reference_key
-
-STUBBED = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-           "torchvision.datasets", "torchvision.models", "torchvision.utils"]
+from reference_ofa import randomised
 
 
 @pytest.fixture(scope="module")
 def reference_net():
-    """The reference OFAMobileNetV3 w1.0, with random non-trivial weights.
-
-    `ofa` imports torchvision (and PIL) at import time; torchvision does not work beside our
-    torch, so those modules are stubbed in sys.modules around the import only.
-    """
-    stubs = {name: mock.MagicMock() for name in STUBBED if name not in sys.modules}
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        stubs["PIL"] = stubs["PIL.Image"] = mock.MagicMock()
-    with mock.patch.dict(sys.modules, stubs):
-        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
-    torch.manual_seed(0)
-    ref = OFAMobileNetV3(n_classes=1000, dropout_rate=0, width_mult=1.0, ks_list=[3, 5, 7],
-                         expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if "matrix" in name:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
-            elif p.dim() == 1:
-                p.copy_(torch.rand(p.shape, generator=gen) * 0.4 + (0.8 if "bn" in name and name.endswith("weight") else -0.2))
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.6 - 0.3)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)
-    return ref.eval()
+    """The reference OFAMobileNetV3 w1.0, with random non-trivial weights (tests/reference_ofa.py)."""
+    return randomised(1.0, 0)
 
 
 @pytest.fixture(scope="module")

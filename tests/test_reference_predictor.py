@@ -3,8 +3,6 @@ checked against the reference code's own encoding and forward pass (PyPI `ofa`).
 from __future__ import annotations
 
 import copy
-import sys
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,10 +12,8 @@ from ofa_edge.errors import OfaEdgeError
 from ofa_edge.predictors.accuracy import AccuracyPredictor
 from ofa_edge.predictors.reference_import import NAS, TUTORIAL, import_reference_predictor
 from ofa_edge.space import SearchSpace
+from reference_ofa import reference_imports
 
-STUBBED = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-           "torchvision.datasets", "torchvision.models", "torchvision.utils",
-           "gdown"]  # ofa.tutorial's __init__ imports its model zoo, which imports gdown
 SPACE = SearchSpace("ofa-mbv3-w1.0")
 
 
@@ -26,12 +22,7 @@ def ofa():
     """The reference modules; torchvision, gdown (and PIL if absent) stubbed around the import
     only, as in test_reference_oracle.py. Nothing is downloaded: the tutorial predictor is built
     with pretrained=False."""
-    stubs = {name: mock.MagicMock() for name in STUBBED if name not in sys.modules}
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        stubs["PIL"] = stubs["PIL.Image"] = mock.MagicMock()
-    with mock.patch.dict(sys.modules, stubs):
+    with reference_imports():
         from ofa.nas.accuracy_predictor import AccuracyPredictor as NasPredictor
         from ofa.nas.accuracy_predictor import MobileNetArchEncoder
         from ofa.tutorial.accuracy_predictor import AccuracyPredictor as TutorialPredictor
