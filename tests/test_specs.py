@@ -10,7 +10,7 @@ import yaml
 from ofa_edge.devices.spec import DeviceSpec, check_specs, load_spec, shipped_specs
 from ofa_edge.errors import SpecError
 
-SHIPPED = ["jetson_nano", "local", "pixel", "raspberry_pi4", "stm32f746"]
+SHIPPED = ["jetson_nano", "local", "local_imagenet", "pixel", "raspberry_pi4", "stm32f746"]
 
 
 def base(name: str = "local") -> dict:
@@ -54,8 +54,8 @@ def test_shipped_specs_all_validate():
 
 
 def test_shipped_specs_carry_the_required_settings():
-    pi, jetson, pixel, mcu, local = (load_spec(p) for p in sorted(shipped_specs(), key=lambda p: (
-        ["raspberry_pi4", "jetson_nano", "pixel", "stm32f746", "local"].index(p.stem))))
+    pi, jetson, pixel, mcu, local, local_imagenet = (load_spec(p) for p in sorted(shipped_specs(), key=lambda p: (
+        ["raspberry_pi4", "jetson_nano", "pixel", "stm32f746", "local", "local_imagenet"].index(p.stem))))
     assert (pi.connection.transport, pi.runtime.name, pi.precision, pi.runtime.delegate,
             pi.runtime.threads) == ("ssh", "tflite", "int8", "xnnpack", 4)
     assert jetson.runtime.name == "onnxruntime" and jetson.precision == "fp16"
@@ -65,6 +65,7 @@ def test_shipped_specs_carry_the_required_settings():
     assert (mcu.hardware.sram_kb, mcu.hardware.flash_kb, mcu.hardware.clock_mhz) == (320, 1024, 216)
     assert mcu.cost_model is not None and mcu.cost_model.cycles_per_mac.depthwise > 0
     assert (local.connection.transport, local.runtime.delegate, local.runtime.threads) == ("local", "xnnpack", 1)
+    assert local_imagenet.runtime == local.runtime and local_imagenet.budgets.resolution == [128, 224]
     # every ssh spec refuses unknown host keys by default
     assert all(s.connection.host_key_policy == "reject" for s in (pi, jetson, pixel))
 
