@@ -146,3 +146,15 @@ def test_bad_imagenet_data_is_one_line(val, tmp_path, case, needle):
     with pytest.raises(DataError) as caught:
         open_record_data(RECORD, data)
     assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_corrupt_image_is_one_line_naming_it(val, tmp_path):
+    data = tmp_path / "val"
+    shutil.copytree(val, data)
+    (data / "n04350905" / "broken.JPEG").write_bytes(b"")
+    rd = open_record_data(RECORD, data)
+    with pytest.raises(DataError) as caught:
+        imagenet.images_at(rd.test_x, 128)
+    message = str(caught.value)
+    assert "broken.JPEG" in message and "empty file" in message and "\n" not in message
+    assert not list((tmp_path / "data-cache").glob("*.npy"))  # nothing half-written in the cache

@@ -28,7 +28,7 @@ import numpy as np
 
 from ofa_edge.data import cache
 from ofa_edge.data.decode import Runner, decode_all
-from ofa_edge.data.folder import IMAGE_SUFFIXES, bad_file_error, folder_fingerprint
+from ofa_edge.data.folder import IMAGE_SUFFIXES, folder_fingerprint
 from ofa_edge.errors import DataError
 
 #: The reference's evaluation crop: the centre 87.5% of the shorter side.
@@ -89,8 +89,8 @@ def _decode_at(images: ImageList, resolution: int) -> np.ndarray:
             failed = decode_all(str(tmp), list(enumerate(images.paths)), "RGB", resolution, runner, crop=EVAL_CROP)
         if failed:
             first = min(failed)
-            path = Path(images.paths[first])
-            raise bad_file_error(path.parent, path.name, failed[first])
+            raise DataError(f"bad image {images.paths[first]}: {failed[first]}; fix or remove it "
+                            f"({len(failed)} bad file(s) among {len(images.paths):,})")
         cache.commit_entry(folder, key, tmp, {"shape": [len(images.paths), resolution, resolution, 3],
                                               "preprocess": preprocess, "bad": []})
     finally:
@@ -142,8 +142,11 @@ def _class_folder_part(folder: Path, classes: Sequence[str]) -> Part:
             shown = ", ".join(list(classes)[:3])
             raise DataError(f"{folder / name} is not one of the supernet's {len(classes):,} classes (WordNet ids "
                             f"like {shown}, ...); remove that folder or pass ImageNet's val/<wnid>/ folders")
-        with os.scandir(folder / name) as it:
-            found = sorted(e.name for e in it if _is_image(e.name))
+        try:
+            with os.scandir(folder / name) as it:
+                found = sorted(e.name for e in it if _is_image(e.name))
+        except OSError as e:
+            raise DataError(f"cannot list {folder / name}: {e.strerror or e}; check its permissions.") from None
         files += [str(folder / name / f) for f in found]
         labels += [index[name]] * len(found)
     if not files:
@@ -256,7 +259,8 @@ def open_imagenet_data(record, data: str | os.PathLike | None, log: Callable[[st
                         "labels file of '<file> <wnid>' lines")
     scored, train = list_imagenet(data, record.classes)
     names = record.classes
-    fingerprint = folder_fingerprint((f, names[y]) for f, y in zip(scored.files, scored.labels))
+    base = Path(scored.where) if Path(scored.where).is_dir() else Path(scored.where).parent
+    fingerprint = folder_fingerprint((os.path.relpath(f, base), names[y]) for f, y in zip(scored.files, scored.labels))
     # Listings are sorted by class: scored images are shuffled (seeded), so that the first N of
     # them (deploy's --eval-images, eval's --images) are a fair sample of every class.
     shuffle = np.random.default_rng(record.seed + 1).permutation
