@@ -134,11 +134,12 @@ def test_raw_extension_less_file_is_a_supernet_everywhere(files, imported, tmp_p
     data = tmp_path / "val"
     make_imagenet_folder(data, per_class=4)  # real photos, val/<wnid>/*.JPEG
     r = run_cli("eval", "--supernet", str(files["legacy"]), "--data", str(data), "--arch", "min",
-                "--resolution", "128", "--split", "test", "--json", "--device", "cpu", timeout=240)
+                "--resolution", "128", "--split", "test", "--json", "--device", "cpu", cwd=tmp_path, timeout=240)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["space"] == "ofa-mbv3-w1.0" and result["images"] == 11  # one image recalibrates BN
     assert "marked slice of 1 val images" in result["bn_calibration_source"]
+    assert (tmp_path / result["logged_to"]).is_file()  # runs/ under the working folder: a raw file has no run folder
     assert result["dataset"]["classes"] == wnids and 0 <= result["archs"][0]["top1"] <= 1
     r = run_cli("eval", "--supernet", str(files["legacy"]), "--arch", "min", "--resolution", "128", timeout=240)
     assert r.returncode == 2 and "pass --data PATH" in r.stderr and len(r.stderr.strip().splitlines()) == 1
