@@ -53,6 +53,7 @@ def bench(spec: str, out: Path, cache: Path, full: bool, supernet: str = "defaul
             "median_block_cov": round(statistics.median(covs), 4), "p90_block_cov": round(sorted(covs)[int(0.9 * len(covs))], 4),
             "median_subnet_cov": round(statistics.median(s["cov"] for s in subnets["subnets"]), 4),
             "coverage": blocks["coverage"], "identity": blocks["identity"], "method": blocks["method"],
+            "predictor_validation": json.loads((folder / "latency_predictor.json").read_text())["validation"],
             "folder": str(folder)}
 
 

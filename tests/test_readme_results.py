@@ -86,3 +86,16 @@ def test_latency_method_table_matches_latency_predictor_json():
         assert abs(_pct(rmspe) - v["rmspe"]) < 0.0006 and abs(float(tau) - v["kendall_tau"]) < 0.0006
         assert float(measure_s) == round(b["measure_s"]) and int(again) == d["passes_remeasured"]
         assert int(flagged) == d["passes_flagged"]
+
+
+def test_imagenet_quick_bench_figures_match_their_results():
+    f = _figures("harness_imagenet_quick")
+    cold, warm = f["cold_cache"], f["warm_cache"]
+    assert (cold["blocks"], cold["subnets"]) == (186, 62) and cold["coverage"]["resolutions"] == [128, 224]
+    assert f"{cold['blocks']} blocks and {cold['subnets']} whole subnets" in README
+    assert f"it took\n{cold['wall_s']:,.0f} s from an empty converter cache ({cold['convert_s']:.0f} s converting, " \
+           f"{cold['measure_s']:.0f} s measuring) and {warm['wall_s']:.0f} s with a warm" in README
+    assert warm["wall_s"] <= 600  # the goal the README states: at most 10 minutes warm
+    v = cold["predictor_validation"]
+    assert v["n"] == 30 and v["within_10pct"] == 1.0
+    assert f"(RMSPE {v['rmspe']:.1%}, Kendall τ {v['kendall_tau']:.2f})" in README
