@@ -172,6 +172,15 @@ def _cmd_import_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_latency_table(args: argparse.Namespace) -> int:
+    from ofa_edge.devices.table_device import import_latency_table
+
+    out = import_latency_table(args.files, args.name, args.out, args.space)
+    print(f"wrote {out} and {out.with_name(out.stem + '.latency.json').name} beside it; use --spec {out} with "
+          "search and deploy")
+    return 0
+
+
 def _cmd_predictor(args: argparse.Namespace) -> int:
     from ofa_edge.predictors.fit import fit_predictor
 
@@ -391,6 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "accuracy_predictor.json so that search and deploy work at once")
     ir.add_argument("--name", help="a name recorded in the header (default: FILE's name)")
     ir.set_defaults(func=_cmd_import_reference)
+
+    lt = _sub(sub, "import-latency-table", "turn a published latency lookup table (OFA's Note10 tables) into a "
+              "device spec with no transport",
+              "ofa-edge import-latency-table note10_*.yaml --name note10 --out device_specs/note10.yaml")
+    lt.add_argument("files", metavar="FILE", nargs="+", help="the reference's lookup-table YAML files, one per "
+                    "resolution (read with a safe loader; the resolution comes from each file's stem layer)")
+    lt.add_argument("--name", required=True, help="the device's name (lower-case, e.g. note10)")
+    lt.add_argument("--out", required=True, help="the spec to write; its table goes beside it as <stem>.latency.json")
+    lt.add_argument("--space", default="ofa-mbv3-w1.2", help="the search space the table was measured for "
+                    "(default ofa-mbv3-w1.2, as OFA's tutorial uses the Note10 tables)")
+    lt.set_defaults(func=_cmd_import_latency_table)
 
     pr = _sub(sub, "predictor", "fit the accuracy predictor on subnets scored on val",
               "ofa-edge predictor fit --supernet runs/fmnist --samples 1000 --holdout 200")

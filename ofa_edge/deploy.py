@@ -74,7 +74,7 @@ class DeployOptions:
 
 @dataclass
 class DeployResult:
-    bundle: Path
+    bundle: Path | None  # None: a latency-table device, where deploy stops before any bundle
     passed: bool
     manifest: dict = field(default_factory=dict)
 
@@ -134,7 +134,8 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
         log(f"1/10 load: no latency predictor for {spec.name} yet: running {command}")
         run_bench(spec, BenchOptions(quick=True, supernet=o.supernet, out=Path(o.runs), cache=o.cache,
                                      progress=sys.stderr.isatty(), log=lambda line: log("     " + line)))
-    source = f"the cost model of {spec.name}" if mcu else f"latency predictor {predictor_file}"
+    source = (f"the published latency table {spec.latency_table}" if spec.latency_table is not None
+              else f"the cost model of {spec.name}" if mcu else f"latency predictor {predictor_file}")
     log(f"1/10 load: supernet {o.supernet} ({space.id}), {source}")
 
     # 2. search
@@ -148,6 +149,9 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
         result, _ = run_search(setup, SearchSettings())
         arch = result.best
         log(f"2/10 search: {arch} ({setup.objective.queries:,} archs scored)")
+
+    if spec.latency_table is not None:
+        return _stop_at_a_table(spec, o, net, arch, ledger)
 
     # 3-5. extract, recalibrate BN, convert (and on a device: time, search again when over budget)
     data, calibration = open_supernet_data(src, o.data)
@@ -184,6 +188,18 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise
+
+
+def _stop_at_a_table(spec, o, net, arch, ledger) -> DeployResult:
+    """A published latency table is no device: deploy ends after search and extraction."""
+    n_params = sum(p.numel() for p in net.extract(arch).parameters())
+    o.log(f"3/10 extract: {arch}, {n_params:,} parameters")
+    o.log(f"     {spec.name} is a published latency table, not a device: deploy stops after search and extraction. "
+          "Nothing was converted, pushed or verified, and no bundle was written. To ship this subnet, deploy it to "
+          f"a device you can reach: ofa-edge deploy --spec DEVICE.yaml --supernet {o.supernet} --arch '{arch}'")
+    o.log(ledger.finish(spec=spec.name, stopped="latency table").line())
+    return DeployResult(bundle=None, passed=True, manifest={"spec": spec.name, "arch": str(arch),
+                                                            "parameters": n_params, "stopped": "latency table"})
 
 
 def _check_ready(spec, o) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import require
 
-SUBCOMMANDS = ["specs", "data", "train", "eval", "import-reference", "predictor", "devices", "bench", "search", "deploy", "report"]
+SUBCOMMANDS = ["specs", "data", "train", "eval", "import-reference", "import-latency-table", "predictor", "devices", "bench", "search", "deploy", "report"]
 NESTED = [["specs", "list"], ["specs", "check"], ["data", "info"]]
 
 

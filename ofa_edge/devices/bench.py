@@ -275,6 +275,9 @@ class Bench:
 
     def __init__(self, spec: DeviceSpec, options: BenchOptions, transport: Transport | None = None,
                  **transport_overrides):
+        if spec.latency_table is not None:
+            raise BenchError(f"device {spec.name} is a published latency table ({spec.latency_table}): there is "
+                             "nothing to time; ofa-edge search and deploy read the table directly")
         if spec.connection.transport == "none":
             raise BenchError(f"device {spec.name} has no transport (an MCU): there is nothing to time; its "
                              "latency, SRAM and flash come from the spec's cost_model (ofa-edge search uses it)")

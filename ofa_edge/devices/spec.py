@@ -142,7 +142,7 @@ class DeviceSpec(_Section):
     #: an emulator (QEMU) stands in for the device: its outputs are the device's, its timings are
     #: not (deploy's latency check is not applicable, the dashboard leaves it out of latency panels)
     emulated: bool = False
-    hardware: Hardware
+    hardware: Optional[Hardware] = None  # required, except for a published latency table (latency_table)
     connection: Connection
     runtime: Runtime
     precision: Literal["int8", "fp32", "fp16"]
@@ -150,9 +150,19 @@ class DeviceSpec(_Section):
     budgets: Budgets = Budgets()
     measure: Measure = Measure()
     cost_model: Optional[CostModel] = None
+    #: a published latency lookup table (written by ``ofa-edge import-latency-table``; a path
+    #: relative to this spec): the device is not reachable, its latency comes from the table
+    latency_table: Optional[str] = Field(default=None, min_length=1)
 
     #: the file this spec came from (not part of the schema)
     source: Optional[str] = Field(default=None, exclude=True)
+
+    def latency_table_path(self) -> Optional[Path]:
+        """``latency_table`` resolved against the spec's folder (None without one)."""
+        if self.latency_table is None:
+            return None
+        path = Path(self.latency_table).expanduser()
+        return path if path.is_absolute() or self.source is None else Path(self.source).parent / path
 
     def in_resolution_range(self, resolutions) -> list[int]:
         """The resolutions inside ``budgets.resolution`` (all of them when the spec sets none)."""
@@ -377,6 +387,11 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
     out: list[str] = []
     c, r, hw, b = spec.connection, spec.runtime, spec.hardware, spec.budgets
 
+    if hw is None:
+        if spec.latency_table is None:
+            out.append("hardware: required (cores and clock_mhz at least), except for a device whose latency "
+                       "comes from latency_table")
+
     # kind, transport, runtime and cost model go together
     if spec.kind == "mcu":
         if c.transport != "none":
@@ -387,12 +402,24 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
         if spec.cost_model is None:
             out.append("cost_model: required for an mcu (cycles per MAC and runtime overheads)")
         for key in ("sram_kb", "flash_kb"):
-            if getattr(hw, key) is None:
+            if hw is not None and getattr(hw, key) is None:
                 out.append(f"hardware.{key}: required for an mcu")
+        if spec.latency_table is not None:
+            out.append("latency_table: an mcu's latency comes from its cost_model; drop latency_table")
+    elif spec.latency_table is not None:  # a published table stands in for the device
+        if c.transport != "none":
+            out.append("connection.transport: a device whose latency comes from latency_table is not reached; "
+                       "use transport: none (or drop latency_table to measure it)")
+        table = Path(spec.latency_table).expanduser()
+        if not (table if table.is_absolute() else spec_dir / table).is_file():
+            out.append(f"latency_table: {spec.latency_table} not found (relative paths are relative to the spec's "
+                       "folder); run ofa-edge import-latency-table again")
+        if spec.cost_model is not None:
+            out.append("cost_model: not used by a device whose latency comes from latency_table")
     else:
         if c.transport == "none":
-            out.append(f"connection.transport: none is only for kind mcu; a {spec.kind} is measured "
-                       "over local or ssh")
+            out.append(f"connection.transport: none is only for kind mcu or a device with a latency_table; a "
+                       f"{spec.kind} is measured over local or ssh")
         if r.name == "tflite-micro":
             out.append(f"runtime.name: tflite-micro is for kind mcu, not {spec.kind}")
         if spec.cost_model is not None:
@@ -443,6 +470,17 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
                            + ", ".join(ORT_EXECUTION_PROVIDERS))
     if r.max_opset is not None and r.name != "onnxruntime":
         out.append(f"runtime.max_opset: only for runtime onnxruntime, not {r.name}")
+    # budgets
+    if b.resolution is not None:
+        lo, hi = b.resolution
+        if not 8 <= lo <= hi <= 1024:
+            out.append(f"budgets.resolution: expected [min, max] with 8 ≤ min ≤ max ≤ 1024, got {b.resolution}")
+    return out + ([] if hw is None else _hardware_problems(hw, r, b))
+
+
+def _hardware_problems(hw: Hardware, r: Runtime, b: Budgets) -> list[str]:
+    """Threads, pinning and memory budgets against the hardware."""
+    out = []
     if r.threads > hw.cores:
         out.append(f"runtime.threads: {r.threads} threads oversubscribe the {hw.cores} cores "
                    "in hardware.cores")
@@ -450,12 +488,6 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
         if not 0 <= cpu < hw.cores:
             out.append(f"runtime.cpu_affinity[{i}]: core {cpu} does not exist "
                        f"(hardware.cores is {hw.cores}, so 0..{hw.cores - 1})")
-
-    # budgets
-    if b.resolution is not None:
-        lo, hi = b.resolution
-        if not 8 <= lo <= hi <= 1024:
-            out.append(f"budgets.resolution: expected [min, max] with 8 ≤ min ≤ max ≤ 1024, got {b.resolution}")
     if b.peak_sram_kb is not None and hw.sram_kb is not None and b.peak_sram_kb > hw.sram_kb:
         out.append(f"budgets.peak_sram_kb: {b.peak_sram_kb:g} exceeds hardware.sram_kb {hw.sram_kb}")
     if b.flash_kb is not None and hw.flash_kb is not None and b.flash_kb > hw.flash_kb:

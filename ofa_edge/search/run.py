@@ -57,7 +57,13 @@ def setup_search(spec: DeviceSpec, supernet="default", runs: str | Path = "runs"
     predictor = _accuracy_predictor(supernet)
     trained = predictor.report.get("resolutions") or header.get("trained_resolutions") or list(space.preset.resolutions)
     budgets = budgets_for(spec, overrides or {})
-    if spec.connection.transport == "none":
+    if spec.latency_table is not None:
+        from ofa_edge.predictors.latency_table import load_table_latency
+
+        table = load_table_latency(spec.latency_table_path(), space.preset, num_classes)
+        latency, coverage, memory = table.predict, table.coverage(), None
+        source = f"published latency table of {spec.name} ({spec.latency_table}; {len(table.resolutions)} resolutions)"
+    elif spec.connection.transport == "none":
         from ofa_edge.devices.mcu import McuModel
 
         mcu = McuModel(spec)

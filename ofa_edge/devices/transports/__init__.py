@@ -52,6 +52,9 @@ def make_transport(spec: "DeviceSpec", **overrides: Any) -> Transport:
         from ofa_edge.devices.transports.ssh import SshTransport
 
         return SshTransport.from_spec(spec, **overrides)
+    if c.transport == "none" and spec.latency_table is not None:
+        raise NoTransport(f"device {spec.name} is a published latency table ({spec.latency_table}), not a device "
+                          "ofa-edge can reach: there is no shell to run commands on")
     if c.transport == "none":
         raise NoTransport(f"device {spec.name} is a {spec.kind} with connection.transport none: it "
                           "has no shell to run commands on; its latency and memory come from its "
