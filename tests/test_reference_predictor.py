@@ -211,3 +211,22 @@ def test_wrong_files_give_one_line(tmp_path, ofa):
     assert "\n" not in str(exc.value)
     with pytest.raises(OfaEdgeError, match="no such file"):
         import_reference_predictor(tmp_path / "missing.pth", SPACE)
+
+
+def test_the_published_predictor_imports_exactly(ofa):
+    """OFA's published acc_predictor.pth (../shared/ofa-reference): ofa-edge's import predicts what the
+    reference's ofa.tutorial.AccuracyPredictor, loaded with the same file, predicts, on random archs
+    at every resolution of both full-size spaces."""
+    from conftest import REPO, require
+
+    published = REPO.parent / "shared" / "ofa-reference" / "acc_predictor.pth"
+    require(published.is_file(), "OFA's published accuracy predictor", f"put ../shared beside the checkout ({published})")
+    _, _, TutorialPredictor = ofa
+    tut = TutorialPredictor(pretrained=False, device="cpu")
+    tut.model.load_state_dict(torch.load(published, map_location="cpu", weights_only=True))
+    for space in (SPACE, SearchSpace("ofa-mbv3-w1.2")):
+        ours = import_reference_predictor(published, space)
+        archs = _archs(space, space.preset.resolutions, per_resolution=4)
+        got = ours.predict(space, archs)
+        np.testing.assert_allclose(got, _tutorial_predict(TutorialPredictor, tut.model, archs), rtol=0, atol=1e-6)
+        assert 0.6 < float(np.min(got)) < float(np.max(got)) < 0.9  # ImageNet top-1 fractions, as published
