@@ -170,3 +170,22 @@ def test_bench_quick_recipe_tiny(tmp_path):
     f = _results(tmp_path, "quick_recipe")
     assert f["test_images"] == 100 and f["train_wall_s"] > 0 and 0 <= f["test_top1"]["largest"] <= 1
     assert f["ledger"]["command"] == "train"
+
+
+def test_bench_search_reference_tiny(tmp_path):
+    """The reference's EvolutionFinder and ofa-edge's search on OFA's published predictor and Note10
+    tables, one budget, a small population: valid JSON, both within the budget, both scored alike."""
+    from conftest import require
+
+    shared = REPO.parent / "shared" / "ofa-reference"
+    require((shared / "acc_predictor.pth").is_file(), "OFA's published files", f"put ../shared beside the checkout ({shared})")
+    _script("bench_search_reference.py", tmp_path, "--tiny")
+    f = _results(tmp_path, "search_reference_tiny")
+    (row,) = f["budgets"]
+    assert row["budget_ms"] == 25 and f["accuracy_axis"] == "predicted ImageNet top-1 (OFA's published predictor)"
+    (run,) = row["runs"]
+    for who in ("ofa_edge", "reference"):
+        assert 0 < run[who]["latency_ms"] <= 25 and 0.6 < run[who]["top1"] < 0.9 and run[who]["wall_s"] > 0
+    # the reference's own scores equal ofa-edge's scoring of its arch: one objective for both
+    assert run["reference"]["own_top1"] == pytest.approx(run["reference"]["top1"], abs=1e-5)
+    assert run["reference"]["own_latency_ms"] == pytest.approx(run["reference"]["latency_ms"], abs=1e-6)
