@@ -123,6 +123,15 @@ def commit_entry(folder: Path, key: str, tmp: Path, meta: dict[str, Any]) -> Non
     _write_json(meta_path, meta)
 
 
+def load_committed(folder: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The entry just committed; a DataError if it vanished in between."""
+    hit = load_entry(folder, key)
+    if hit is None:
+        raise DataError(f"the image cache entry {folder / key}.npy vanished while loading; "
+                        f"check ${CACHE_ENV} ({folder}).")
+    return hit
+
+
 def drop_temp(tmp: Path) -> None:
     """Remove a temporary entry left by a failed decode."""
     try:

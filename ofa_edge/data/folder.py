@@ -216,11 +216,7 @@ def _decode(paths: Sequence[str], bad: dict[int, str], pre: dict[str, Any], fold
         cache.commit_entry(folder, key, tmp, meta)
     finally:
         cache.drop_temp(tmp)
-    hit = cache.load_entry(folder, key)
-    if hit is None:
-        raise DataError(f"the image cache entry {folder / key}.npy vanished while loading; "
-                        f"check ${cache.CACHE_ENV} ({folder}).")
-    return hit
+    return cache.load_committed(folder, key)
 
 
 def _images_of(root: Path, entries: Sequence[Entry], classes: Sequence[str], n_train: int, image_size: int | None,

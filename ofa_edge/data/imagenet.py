@@ -28,7 +28,7 @@ import numpy as np
 
 from ofa_edge.data import cache
 from ofa_edge.data.decode import Runner, decode_all
-from ofa_edge.data.folder import IMAGE_SUFFIXES, folder_fingerprint
+from ofa_edge.data.folder import IMAGE_SUFFIXES, _subdirs, folder_fingerprint
 from ofa_edge.errors import DataError
 
 #: The reference's evaluation crop: the centre 87.5% of the shorter side.
@@ -95,11 +95,7 @@ def _decode_at(images: ImageList, resolution: int) -> np.ndarray:
                                               "preprocess": preprocess, "bad": []})
     finally:
         cache.drop_temp(tmp)
-    hit = cache.load_entry(folder, key)
-    if hit is None:
-        raise DataError(f"the image cache entry {folder / key}.npy vanished while loading; "
-                        f"check ${cache.CACHE_ENV} ({folder}).")
-    return hit[0]
+    return cache.load_committed(folder, key)[0]
 
 
 # ---------------------------------------------------------------- listing
@@ -126,18 +122,11 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name[name.rfind("."):].lower() in IMAGE_SUFFIXES
 
 
-def _class_dirs(folder: Path) -> list[str]:
-    try:
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError as e:
-        raise DataError(f"cannot list {folder}: {e.strerror or e}; check its permissions.") from None
-
-
 def _class_folder_part(folder: Path, classes: Sequence[str]) -> Part:
     """``folder/<wnid>/*``: every class folder must be one of the record's classes."""
     index = {c: i for i, c in enumerate(classes)}
     files, labels = [], []
-    for name in _class_dirs(folder):
+    for name in _subdirs(folder):
         if name not in index:
             shown = ", ".join(list(classes)[:3])
             raise DataError(f"{folder / name} is not one of the supernet's {len(classes):,} classes (WordNet ids "
@@ -211,7 +200,7 @@ def _labels_file_in(folder: Path) -> Path | None:
 
 
 def _has_wnid_dirs(folder: Path) -> bool:
-    return folder.is_dir() and any(WNID.fullmatch(n) for n in _class_dirs(folder))
+    return folder.is_dir() and any(WNID.fullmatch(n) for n in _subdirs(folder))
 
 
 def list_imagenet(data: str | os.PathLike, classes: Sequence[str]) -> tuple[Part, Part | None]:
@@ -225,7 +214,7 @@ def list_imagenet(data: str | os.PathLike, classes: Sequence[str]) -> tuple[Part
     if _has_wnid_dirs(root / "val"):
         train = _class_folder_part(root / "train", classes) if _has_wnid_dirs(root / "train") else None
         return _class_folder_part(root / "val", classes), train
-    if _class_dirs(root) and not any(_is_image(p.name) for p in root.iterdir()):
+    if _subdirs(root) and not any(_is_image(p.name) for p in root.iterdir()):
         return _class_folder_part(root, classes), None
     labels = _labels_file_in(root)
     if labels is None:

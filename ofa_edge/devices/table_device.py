@@ -7,7 +7,6 @@ deploy stops after search and extraction. The table is stored beside the spec as
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,22 +49,11 @@ def missing_layers(preset: SpacePreset, model: TableLatency, resolution: int) ->
     return sorted(needed - set(table))
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # like any file the user writes, not mkstemp's 0600
-    return Path(tmp)
-
-
 def import_latency_table(files: Sequence[str | os.PathLike], name: str, out: str | os.PathLike,
                          space_id: str = "ofa-mbv3-w1.2", log: Callable[[str], None] = print) -> Path:
     """Write the spec ``out`` and its table ``<out stem>.latency.json``; both or neither."""
-    import json
-
     from ofa_edge.devices.spec import load_spec
+    from ofa_edge.fileio import write_json_atomic, write_text_atomic
 
     out = Path(out)
     table_path = out.with_name(f"{out.stem}.latency.json")
@@ -87,16 +75,12 @@ def import_latency_table(files: Sequence[str | os.PathLike], name: str, out: str
     spec_text = SPEC_TEMPLATE.format(name=name, files=" ".join(Path(f).name for f in files), table=table_path.name,
                                      space=space_id, resolutions=", ".join(map(str, model.resolutions)),
                                      lo=model.resolutions[0], hi=model.resolutions[-1])
-    tmp_table = _write_atomic(table_path, json.dumps(doc, indent=1) + "\n")
-    tmp_spec = None
+    write_json_atomic(table_path, doc)
     try:
-        os.replace(tmp_table, table_path)
-        tmp_spec = _write_atomic(out, spec_text)
-        load_spec(tmp_spec)  # the spec it writes must validate (its name, the table beside it)
-        os.replace(tmp_spec, out)
+        write_text_atomic(out, spec_text)
+        load_spec(out)  # the spec it writes must validate (its name, the table beside it)
     except BaseException:
-        for path in (tmp_table, tmp_spec, table_path):
-            if path is not None and Path(path).exists():
-                Path(path).unlink()
+        for path in (out, table_path):  # both or neither; neither existed before (checked above)
+            path.unlink(missing_ok=True)
         raise
     return out

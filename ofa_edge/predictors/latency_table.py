@@ -11,12 +11,12 @@ counted as 0 ms.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from ofa_edge.errors import OfaEdgeError
+from ofa_edge.fileio import sha256_file
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.presets import SpacePreset
 
@@ -132,7 +132,7 @@ def table_document(device: str, space_id: str, files: Sequence[str | Path]) -> d
             raise TableError(f"two tables for {r} px ({Path(path).name} and another); pass one file per resolution")
         tables[r] = table
         sources.append({"file": Path(path).name, "resolution": r,
-                        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()})
+                        "sha256": sha256_file(path)})
     return {"kind": TABLE_KIND, "schema_version": TABLE_SCHEMA, "device": device, "space_id": space_id,
             "unit": "ms", "statistic": "mean", "sources": sources,
             "tables": {str(r): tables[r] for r in sorted(tables)}}
