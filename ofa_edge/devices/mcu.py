@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import OfaEdgeError
 from ofa_edge.space.arch import Arch
-from ofa_edge.space.costs import arch_costs, layers, macs_by_type
+from ofa_edge.space.costs import Layer, arch_costs, layers
 from ofa_edge.space.presets import SpacePreset
 
 #: Fitted by benchmarks/calibrate_tflm_memory.py (14 subnets of ofa-mbv3-tiny; TFLite Micro
@@ -36,10 +36,11 @@ TFLM_TAIL = (8.05, 375.0, 624.0)
 TFLM_FILE_OVERHEAD = (24.24, 654.0, 1219.0)
 
 
-def explicit_pad_bytes(preset: SpacePreset, arch: Arch, num_classes: int) -> int:
-    """The largest live set around onnx2tf's explicit PAD before a strided k>1 conv."""
+def explicit_pad_bytes(preset: SpacePreset, arch: Arch, num_classes: int, ls: list[Layer] | None = None) -> int:
+    """The largest live set around onnx2tf's explicit PAD before a strided k>1 conv (``ls``:
+    the arch's ``layers``, when the caller has them)."""
     peak = 0
-    for layer in layers(preset, arch, num_classes):
+    for layer in ls if ls is not None else layers(preset, arch, num_classes):
         if layer.stride > 1 and layer.kernel > 1:
             padded = layer.in_c * (layer.in_hw + layer.kernel - 1) ** 2
             peak = max(peak, layer.in_c * layer.in_hw ** 2 + padded, padded + layer.out_c * layer.out_hw ** 2)
@@ -59,11 +60,11 @@ class TflmMemory:
         return self.head + self.tail
 
 
-def tflm_memory(preset: SpacePreset, arch: Arch, num_classes: int) -> TflmMemory:
-    ls = layers(preset, arch, num_classes)
+def tflm_memory(preset: SpacePreset, arch: Arch, num_classes: int, ls: list[Layer] | None = None) -> TflmMemory:
+    ls = ls if ls is not None else layers(preset, arch, num_classes)
     channels, count = sum(layer.out_c for layer in ls), len(ls)
     c = arch_costs(preset, arch, num_classes, runtime="tflite-micro")
-    head = max(c.peak_sram_bytes, explicit_pad_bytes(preset, arch, num_classes))
+    head = max(c.peak_sram_bytes, explicit_pad_bytes(preset, arch, num_classes, ls))
     a, b, k = TFLM_TAIL
     fa, fb, fk = TFLM_FILE_OVERHEAD
     return TflmMemory(head=head, tail=round(a * channels + b * count + k),
@@ -102,10 +103,10 @@ class McuModel:
         return self._memo[key]
 
     def _costs(self, preset: SpacePreset, arch: Arch, num_classes: int) -> McuCosts:
-        by_type = macs_by_type(preset, arch, num_classes)
-        cycles = sum(macs * self.rates[RATE_OF[kind]] for kind, macs in by_type.items())
+        ls = layers(preset, arch, num_classes)   # one op walk for the cycles and the memory
+        cycles = sum(layer.macs * self.rates[RATE_OF[layer.op]] for layer in ls)
         c = arch_costs(preset, arch, num_classes, runtime=self.runtime)
-        memory = tflm_memory(preset, arch, num_classes)
+        memory = tflm_memory(preset, arch, num_classes, ls)
         cm = self.spec.cost_model
         return McuCosts(latency_ms=cycles / self.hz * 1e3,
                         peak_sram_kb=memory.arena / 1024 + cm.runtime_sram_kb,
