@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from ofa_edge.devices.mcu import TFLM_FILE_OVERHEAD, McuModel
 from ofa_edge.devices.spec import load_spec
 from ofa_edge.search.evolution import SearchSettings, evolve, pareto_front, random_search
+from ofa_edge.search.genome import Genomes
 from ofa_edge.search.objective import NoFit, Objective
+from ofa_edge.search.polish import apply_moves, kicked_polish, polish, single_moves
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.searchspace import SearchSpace
 
@@ -181,3 +184,66 @@ def test_cli_search_on_the_benched_device(ci_local_bench, ci_supernet, run_cli, 
     assert lat == sorted(lat)
     done = run_cli("search", "--spec", spec.source, "--supernet", str(ci_supernet), "--runs", str(tmp_path / "none"))
     assert done.returncode == 2 and "run ofa-edge bench" in done.stderr
+
+
+# ---------------------------------------------------------------- genome and polish
+
+def test_genomes_round_trip_and_breed_inside_the_space():
+    genomes = Genomes(SPACE, np.random.default_rng(0))
+    for arch in [SPACE.smallest(), SPACE.largest(), TARGET, *SPACE.sample_many(50, seed=1)]:
+        (decoded,) = genomes.decode(genomes.encode(arch)[None])
+        assert decoded == arch
+    parents = genomes.sample(20)
+    kids = np.vstack([genomes.mutate(parents, 0.1), genomes.crossover(parents, parents[::-1])])
+    archs = genomes.decode(kids)
+    assert all(a in SPACE for a in archs)
+    # mutation resamples about p of the genes; crossover takes every gene from one of its parents
+    changed = (genomes.mutate(parents, 0.1) != parents).mean()
+    assert 0.03 < changed < 0.1
+    crossed = genomes.crossover(parents, parents[::-1])
+    assert ((crossed == parents) | (crossed == parents[::-1])).all()
+    # genomes that differ only in a skipped slot are one arch, built once
+    shallow = genomes.encode(SPACE.smallest())
+    other = shallow.copy()
+    other[-1] = (other[-1] + 1) % genomes.sizes[-1]   # the last stage's 4th expand: skipped at depth 2
+    a, b = genomes.decode(np.vstack([shallow, other]))
+    assert a == b and a is b
+
+
+def test_single_moves_change_one_choice_and_pairs_apply_in_order():
+    arch = Arch.parse("r24|k3e3,k3e3|k5e4,k3e3,k3e3|k3e3,k3e3|k3e3,k3e3|k3e3,k3e3")
+    moves = single_moves(SPACE, arch)
+    neighbours = [apply_moves(arch, [m]) for m in moves]
+    assert len(set(neighbours)) == len(moves) and arch not in neighbours
+    assert all(n in SPACE for n in neighbours)
+    assert all(sum(x != y for x, y in zip(_fields(n), _fields(arch))) in (1, 2, 3) for n in neighbours)
+    # a block dropped by the first move cannot be changed by the second
+    assert apply_moves(arch, [("-", 1), ("k", 1, 2, 7)]) is None
+    assert apply_moves(arch, [("k", 1, 2, 7), ("-", 1)]) == Arch.parse(
+        "r24|k3e3,k3e3|k5e4,k3e3|k3e3,k3e3|k3e3,k3e3|k3e3,k3e3")
+
+
+def test_polish_climbs_to_the_optimum_from_a_nearby_arch_and_keeps_the_budget():
+    budget = float(synthetic_latency([TARGET])[0])
+    objective = _objective(latency_ms=budget)
+    start = Arch.parse("r28|k3e4,k7e3,k3e6|k7e6,k3e3|k5e6,k5e4,k3e4,k7e3|k3e4,k5e3,k7e4|k7e3,k3e6")
+    assert objective.evaluate([start])[0]["violation"] == 0 and start != TARGET
+    assert polish(SPACE, objective, start) == TARGET
+    # an arch that breaks the budget is returned as it is: polish never walks out of a violation
+    assert polish(SPACE, _objective(latency_ms=1.0), TARGET) == TARGET
+    kicked = kicked_polish(SPACE, objective, start, 3, random.Random(0))
+    assert kicked == TARGET
+
+
+def test_evolution_rejects_children_that_break_the_budget_before_scoring_them():
+    budget = float(synthetic_latency([TARGET])[0])
+    scored: list[Arch] = []
+
+    def accuracy(archs):
+        scored.extend(archs)
+        return synthetic_accuracy(archs)
+
+    objective = Objective(SPACE, accuracy, synthetic_latency, 10, {"latency_ms": budget})
+    evolve(SPACE, objective, SearchSettings(population=30, generations=20, seed=0, polish=False))
+    over = [a for a in scored if synthetic_latency([a])[0] > budget]
+    assert len(scored) > 100 and len(over) / len(scored) < 0.05

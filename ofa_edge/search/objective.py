@@ -1,6 +1,6 @@
 """What search optimises: predicted accuracy under budgets on latency, SRAM, flash and MACs.
 
-An ``Objective`` scores a batch of archs (memoised by arch text) with the accuracy predictor and
+An ``Objective`` scores a batch of archs (memoised per arch) with the accuracy predictor and
 the device's latency source: the measured, calibrated predictor of a benched device, or an
 MCU's cost model. SRAM, flash and MACs come from the cost model of ``ofa_edge.space.costs``
 and are computed only when a budget needs them (and for the final report). Torch-free.
@@ -33,7 +33,7 @@ class Objective:
     budgets: dict[str, float]                # any of BUDGET_KEYS
     sram_runtime: str = "tflite-micro"
     memory: Callable[[Arch], tuple[float, float, float]] | None = None  # (peak_sram_kb, flash_kb, macs_m)
-    cache: dict[str, dict] = field(default_factory=dict)
+    cache: dict[Arch, dict] = field(default_factory=dict)
     queries: int = 0
 
     def _memory(self, arch: Arch) -> tuple[float, float, float]:
@@ -42,25 +42,40 @@ class Objective:
         c = arch_costs(self.space.preset, arch, self.num_classes, runtime=self.sram_runtime)
         return c.peak_sram_bytes / 1024, c.flash_bytes / 1024, c.macs / 1e6
 
-    def evaluate(self, archs: list[Arch], full: bool = False) -> list[dict]:
-        """Per arch: top1, latency_ms, (peak_sram_kb, flash_kb, macs_m when budgeted or ``full``),
-        and ``violation``: the sum of relative budget overruns (0 when it fits)."""
-        todo = [a for a in dict.fromkeys(archs) if str(a) not in self.cache]
+    def constraints(self, archs: list[Arch], full: bool = False) -> list[dict]:
+        """Per arch: latency_ms, (peak_sram_kb, flash_kb, macs_m when budgeted or ``full``) and
+        ``violation``: the sum of relative budget overruns (0 when it fits). No accuracy query, so
+        search can reject a child that breaks a budget before the predictor sees it."""
+        todo = [a for a in dict.fromkeys(archs) if a not in self.cache]
         if todo:
-            self.queries += len(todo)
-            top1 = self.accuracy(todo)
-            latency = self.latency(todo)
-            for arch, t, lat in zip(todo, top1, latency):
-                self.cache[str(arch)] = {"top1": float(t), "latency_ms": float(lat)}
+            for arch, lat in zip(todo, self.latency(todo)):
+                self.cache[arch] = {"latency_ms": float(lat)}
         need_memory = full or any(k in self.budgets for k in ("peak_sram_kb", "flash_kb", "macs_m"))
+        budgets = list(self.budgets.items())
         out = []
         for arch in archs:
-            row = self.cache[str(arch)]
+            row = self.cache[arch]
             if need_memory and "flash_kb" not in row:
                 row["peak_sram_kb"], row["flash_kb"], row["macs_m"] = self._memory(arch)
-            row["violation"] = sum(max(0.0, row[k] / limit - 1.0) for k, limit in self.budgets.items())
+            violation = 0.0
+            for key, limit in budgets:
+                over = row[key] / limit - 1.0
+                if over > 0:
+                    violation += over
+            row["violation"] = violation
             out.append(row)
         return out
+
+    def evaluate(self, archs: list[Arch], full: bool = False) -> list[dict]:
+        """``constraints`` plus ``top1``, the predicted accuracy; ``queries`` counts the distinct
+        archs the accuracy predictor has scored."""
+        rows = self.constraints(archs, full)
+        todo = [a for a in dict.fromkeys(archs) if "top1" not in self.cache[a]]
+        if todo:
+            self.queries += len(todo)
+            for arch, top1 in zip(todo, self.accuracy(todo)):
+                self.cache[arch]["top1"] = float(top1)
+        return rows
 
     def margins(self, row: dict) -> dict:
         return {k: round(limit - row[k], 6) for k, limit in self.budgets.items()}

@@ -44,6 +44,14 @@ class Arch:
     def __str__(self) -> str:
         return self.text
 
+    def __hash__(self) -> int:
+        """Hashed once: search keys its caches by arch, and meets the same arch many times."""
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = self.__dict__["_hash"] = hash((self.resolution, self.stages))
+            return value
+
     def __repr__(self) -> str:
         return f"Arch('{self}')"
 

@@ -103,34 +103,38 @@ class SearchSpace:
     def mutate(self, arch: Arch, prob: float = 0.1, seed: int | Rng | None = None) -> Arch:
         """Resample each choice with probability ``prob`` (the reference's mutation, p = 0.1)."""
         rng, p = _rng(seed), self.preset
-        resolution = rng.choice(p.resolutions) if rng.random() < prob else arch.resolution
+        coin, choice = rng.random, rng.choice
+        kernels, expands = p.kernel_choices, p.expand_choices
+        resolution = choice(p.resolutions) if coin() < prob else arch.resolution
         stages = []
         for stage in arch.stages:
-            depth = rng.choice(p.depth_choices) if rng.random() < prob else len(stage)
-            blocks = []
-            for i in range(depth):
-                k, e = stage[i] if i < len(stage) else self._block(rng)
-                if rng.random() < prob:
-                    k = rng.choice(p.kernel_choices)
-                if rng.random() < prob:
-                    e = rng.choice(p.expand_choices)
-                blocks.append((k, e))
+            if coin() < prob:
+                depth = choice(p.depth_choices)
+                stage = stage[:depth] + tuple(self._block(rng) for _ in range(depth - len(stage)))
+            blocks = list(stage)
+            for i, (k, e) in enumerate(stage):
+                if coin() < prob:
+                    blocks[i] = (choice(kernels), blocks[i][1])
+                if coin() < prob:
+                    blocks[i] = (blocks[i][0], choice(expands))
             stages.append(tuple(blocks))
         return Arch(resolution, tuple(stages))
 
     def crossover(self, a: Arch, b: Arch, seed: int | Rng | None = None) -> Arch:
-        """Each choice from either parent with equal probability."""
+        """Each choice from either parent with equal probability (a block beyond the shorter
+        parent's depth comes from the longer one)."""
         rng = _rng(seed)
-        resolution = rng.choice((a.resolution, b.resolution))
+        coin = rng.random
+        resolution = a.resolution if coin() < 0.5 else b.resolution
         stages = []
         for sa, sb in zip(a.stages, b.stages):
-            depth = rng.choice((len(sa), len(sb)))
+            depth = len(sa) if coin() < 0.5 else len(sb)
             blocks = []
             for i in range(depth):
-                options = [s[i] for s in (sa, sb) if i < len(s)]
-                k = rng.choice(options)[0]
-                e = rng.choice(options)[1]
-                blocks.append((k, e))
+                if i < len(sa) and i < len(sb):
+                    blocks.append(((sa[i] if coin() < 0.5 else sb[i])[0], (sa[i] if coin() < 0.5 else sb[i])[1]))
+                else:
+                    blocks.append(sa[i] if i < len(sa) else sb[i])
             stages.append(tuple(blocks))
         return Arch(resolution, tuple(stages))
 
