@@ -189,3 +189,30 @@ def test_bench_search_reference_tiny(tmp_path):
     # the reference's own scores equal ofa-edge's scoring of its arch: one objective for both
     assert run["reference"]["own_top1"] == pytest.approx(run["reference"]["top1"], abs=1e-5)
     assert run["reference"]["own_latency_ms"] == pytest.approx(run["reference"]["latency_ms"], abs=1e-6)
+
+
+def test_bench_uniform_tiny(tmp_path):
+    """Searched vs uniform on the Note10 tables at 160 px: the uniform front is the non-dominated
+    set of the 27 uniform archs, each searched arch keeps its budget, and the ratios follow from
+    the rows."""
+    from conftest import require
+
+    shared = REPO.parent / "shared" / "ofa-reference"
+    require((shared / "acc_predictor.pth").is_file(), "OFA's published files", f"put ../shared beside the checkout ({shared})")
+    _script("bench_uniform.py", tmp_path, "--tiny")
+    f = _results(tmp_path, "uniform_tiny")
+    assert f["accuracy_axis"] == "predicted ImageNet top-1 (OFA's published predictor)"
+    (dev,) = f["devices"]
+    assert dev["device"] == "note10" and dev["resolutions"] == [160] and len(dev["uniform"]) == 27
+    assert all(p["arch"].startswith("r160|") for p in dev["uniform"])
+    ufront = dev["uniform_front"]
+    assert 2 <= len(ufront) <= 27
+    for u in dev["uniform"]:  # nothing uniform beats a front point on both axes
+        assert not any(u["top1"] > q["top1"] and u["latency_ms"] < q["latency_ms"] for q in ufront)
+    for pair in dev["pairs"]:
+        u, s = pair["uniform"], pair["searched_at_latency"]
+        assert s["latency_ms"] <= u["latency_ms"] + 1e-9
+        assert pair["accuracy_gain"] == pytest.approx(s["top1"] - u["top1"])
+        fast = pair["searched_at_accuracy"]
+        assert fast["top1"] >= u["top1"] and pair["latency_ratio"] == pytest.approx(u["latency_ms"] / fast["latency_ms"])
+    assert dev["latency_ratio"]["max"] >= 1.0 and dev["search_cpu_s"]["searches"] == len(dev["searched"])

@@ -167,7 +167,9 @@ def noise(result: dict) -> Panel:
                  "ofa-edge bench --spec <spec>", table)
 
 
-def carbon(result: dict) -> Panel:
+def carbon(result: dict, imagenet: dict | None = None) -> Panel:
+    """The tiny space's N scenarios; with ``imagenet`` (bench_uniform's ledger), the ImageNet case
+    too: one published supernet, per device a bench and a search."""
     f = result["figures"]
     s = f["scenarios"]
     fig, ax = _fig()
@@ -193,6 +195,15 @@ def carbon(result: dict) -> Panel:
                   f"{s['ofa']['energy_j'][-1] / 3600:.1f} vs {s['separate']['energy_j'][-1] / 3600:.1f}",
                   f"{s['ofa']['co2e_g'][-1]:.1f} vs {s['separate']['co2e_g'][-1]:.1f}",
                   f"crossover at N = {s['crossover_n']}"])
+    if imagenet:
+        g_per_wh = f["grid_g_per_kwh"] / 1000
+        for device, row in imagenet["per_device"].items():
+            table.append([f"ImageNet w1.2, per device: {device} (bench + search)", f"{row['cpu_s']:.0f}",
+                          f"{row['energy_wh']:.3f}", f"{row['energy_wh'] * g_per_wh:.3f}",
+                          f"bench {row['bench_cpu_s']:.0f} CPU-s + search {row['search_cpu_s']:.1f} CPU-s"])
+        table.append([f"ImageNet w1.2, N = {imagenet['n']} devices", f"{imagenet['n_devices_cpu_s']:.0f}",
+                      f"{imagenet['n_devices_energy_wh']:.2f}", f"{imagenet['n_devices_energy_wh'] * g_per_wh:.2f}",
+                      imagenet["supernet_training"]])
     return Panel("carbon", "Carbon and energy ledger", fig,
                  f"Energy from {f['energy_source']}; carbon at {g:g} gCO2e/kWh (set with --grid-g-per-kwh).",
                  "ofa-edge report", table)
@@ -247,3 +258,68 @@ def training(result: dict) -> Panel:
                  "Each arch uses one kernel, expand and depth in every block; the from-scratch runs use the "
                  "recipes' optimiser, schedule and augmentation, for the epochs shown.",
                  "python benchmarks/bench_training.py --train", table)
+
+
+def uniform_imagenet(result: dict) -> Panel:
+    """Searched vs uniform on the ImageNet space, per device, accuracy from OFA's published predictor."""
+    f = result["figures"]
+    devices = f["devices"]
+    fig, axes = plt.subplots(1, len(devices), figsize=(6.4 * len(devices), 4.4), dpi=110, squeeze=False)
+    table = [["device", "resolutions", "latency ratio at equal accuracy (min-max, median)",
+              "accuracy gain at equal latency (min-max, median)", "bench CPU-s", "CPU-s per search"]]
+    for ax, d in zip(axes[0], devices):
+        ax.grid(alpha=0.3)
+        ax.scatter([p["latency_ms"] for p in d["uniform"]], [100 * p["top1"] for p in d["uniform"]], s=12,
+                   marker="s", color=COLORS["uniform"], alpha=0.35, label="uniform (one k, e, d everywhere)")
+        for key, name, label in (("uniform_front", "uniform", "uniform front"), ("searched_front", "ofa", "ofa-edge search")):
+            pts = d[key]
+            ax.plot([p["latency_ms"] for p in pts], [100 * p["top1"] for p in pts], marker="o", ms=3,
+                    color=COLORS[name], label=label)
+        r, g = d["latency_ratio"], d["accuracy_gain"]
+        ax.set_xscale("log")
+        ax.set_title(f"{d['device']}: {r['median']:.2f}x faster at equal accuracy (median)")
+        ax.set_xlabel("latency (ms)" + (", published Note10 tables" if d["device"] == "note10" else ", this CPU, predicted"))
+        ax.set_ylabel(f"{f['accuracy_axis']} (%)")
+        ax.legend(fontsize=8, loc="lower right")
+        table.append([d["device"], ", ".join(str(x) for x in d["resolutions"]),
+                      f"{r['min']:.2f}-{r['max']:.2f}x, {r['median']:.2f}x",
+                      f"{g['min']:+.2%} to {g['max']:+.2%}, {g['median']:+.2%}",
+                      f"{d['bench_cost']['cpu_s']:.0f}", f"{d['search_cpu_s']['median']:.1f}"])
+    fig.tight_layout()
+    lo, hi = f["paper_latency_ratio"]
+    return Panel("uniform", "ImageNet space: searched vs uniformly scaled subnets", fig,
+                 f"Accuracy is {f['accuracy_axis']}; latency from OFA's Note10 tables and from this CPU's "
+                 f"measured predictor (w1.2 bench, TFLite int8, one core). The paper reports {lo}-{hi}x "
+                 "against MobileNetV3 at equal accuracy. One published supernet, each device: the bench and "
+                 "the searches in the table, no training.", "python benchmarks/bench_uniform.py", table)
+
+
+def search_reference(result: dict) -> Panel:
+    """ofa-edge's search against the reference's EvolutionFinder on one objective."""
+    f = result["figures"]
+    rows = f["budgets"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    budgets = [r["budget_ms"] for r in rows]
+    for who, name, dx in (("reference", "reference (EvolutionFinder)", -0.6), ("ofa_edge", "ofa-edge", 0.6)):
+        color = COLORS["random"] if who == "reference" else COLORS["ofa"]
+        for r in rows:
+            ax.scatter([r["budget_ms"] + dx] * len(r["runs"]), [100 * run[who]["top1"] for run in r["runs"]],
+                       color=color, s=10, alpha=0.5)
+        ax.plot([b + dx for b in budgets], [100 * r["median"][who]["top1"] for r in rows], marker="o", color=color,
+                label=f"{name}, median of {len(rows[0]['runs'])} seeds")
+        ax2.bar([b + dx for b in budgets], [r["median"][who]["wall_s"] for r in rows], width=1.2, color=color, label=name)
+    ax.grid(alpha=0.3), ax2.grid(alpha=0.3, axis="y")
+    ax.set_xlabel("latency budget (ms, Note10 tables)"), ax.set_ylabel(f"{f['accuracy_axis']} (%)")
+    ax2.set_xlabel("latency budget (ms)"), ax2.set_ylabel("wall time per search (s, one core)")
+    ax.legend(fontsize=8, loc="lower right"), ax2.legend(fontsize=8)
+    ax.set_title("best predicted top-1 within the budget"), ax2.set_title("search time")
+    fig.tight_layout()
+    table = [["budget (ms)", "ofa-edge top-1", "reference top-1", "gain (points)", "wall ratio"]]
+    for r in rows:
+        m = r["median"]
+        table.append([f"{r['budget_ms']:g}", f"{m['ofa_edge']['top1']:.2%}", f"{m['reference']['top1']:.2%}",
+                      f"{100 * r['top1_gain']:+.2f}", f"{r['wall_ratio']:.2f}"])
+    return Panel("search_reference", "Search against the reference's EvolutionFinder", fig,
+                 f"Both on OFA's published predictor and Note10 tables (w1.2, 160-224 px), population 100, 500 "
+                 f"generations, run side by side. Goal: at least the reference's top-1 at every budget, in at most "
+                 f"{f['wall_ratio_goal']:g} of its time.", "python benchmarks/bench_search_reference.py", table)

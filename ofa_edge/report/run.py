@@ -123,6 +123,12 @@ def carbon(ledger_entries: list[dict], spec: str, training: dict | None) -> dict
                         "per_training": f"{len(per_training)} from-scratch runs (benchmarks/results/training.json)"}}
 
 
+def _optional(results: Path, name: str, key: str) -> dict | None:
+    """``figures[key]`` of an optional results file, or None when it was not run."""
+    path = results / f"{name}.json"
+    return json.loads(path.read_text())["figures"].get(key) if path.is_file() else None
+
+
 def build_dashboard(results: Path, out: Path) -> Path:
     """The dashboard from the results JSONs in ``results`` (no benchmark runs)."""
     from ofa_edge.report import panels
@@ -138,8 +144,12 @@ def build_dashboard(results: Path, out: Path) -> Path:
     if not fronts:
         raise OfaEdgeError(f"no fronts_*.json in {results}: run python benchmarks/bench_fronts.py")
     built = [panels.fronts(fronts), panels.latency(load("latency_validation")), panels.accuracy(load("deployed")),
-             panels.search(load("search")), panels.noise(load("harness_noise")), panels.carbon(load("carbon")),
+             panels.search(load("search")), panels.noise(load("harness_noise")),
+             panels.carbon(load("carbon"), _optional(results, "uniform", "ledger")),
              panels.training(load("training"))]
+    built += [panel(load(name)) for name, panel in (("uniform", panels.uniform_imagenet),
+                                                    ("search_reference", panels.search_reference))
+              if (results / f"{name}.json").is_file()]
     machine = fronts[0]["machine"]
     return write_dashboard(built, out, f"{machine.get('cpu')} x{machine.get('cores')}, "
                                        f"ofa-edge {machine.get('versions', {}).get('ofa-edge')}")
