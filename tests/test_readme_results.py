@@ -99,3 +99,27 @@ def test_imagenet_quick_bench_figures_match_their_results():
     v = cold["predictor_validation"]
     assert v["n"] == 30 and v["within_10pct"] == 1.0
     assert f"(RMSPE {v['rmspe']:.1%}, Kendall τ {v['kendall_tau']:.2f})" in README
+
+
+def test_imagenet_uniform_table_and_ledger_match_uniform_json():
+    f = _figures("uniform")
+    assert f["accuracy_axis"] == "predicted ImageNet top-1 (OFA's published predictor)"
+    for dev in f["devices"]:
+        _source, front, faster, gain = _row(dev["device"], 4)
+        assert int(front.split()[0]) == len(dev["uniform_front"])
+        r, g = dev["latency_ratio"], dev["accuracy_gain"]
+        assert faster == f"{r['median']:.2f}×, {r['max']:.2f}×"
+        assert gain == f"+{100 * g['median']:.2f}, +{100 * g['max']:.2f} points"
+    ledger = f["ledger"]
+    cpu = ledger["per_device"]["local_imagenet"]
+    assert f"an {cpu['bench_cpu_s']:.0f} CPU-s quick bench\nand a {cpu['search_cpu_s']:.1f} CPU-s search" in README
+    assert f"{ledger['n_devices_cpu_s']:,.0f} CPU-s ({ledger['n_devices_energy_wh']:.1f} Wh" in README
+
+
+def test_search_reference_table_matches_its_results():
+    rows = _figures("search_reference")["budgets"]
+    ours, ref, wall = _row("ofa-edge", 5), _row("reference", 5), _row("wall time, ofa-edge / reference", 5)
+    for i, r in enumerate(rows):
+        m = r["median"]
+        assert abs(_pct(ours[i]) - m["ofa_edge"]["top1"]) < 6e-5 and abs(_pct(ref[i]) - m["reference"]["top1"]) < 6e-5
+        assert float(wall[i]) == round(r["wall_ratio"], 2)
