@@ -11,9 +11,10 @@ import pytest
 
 from ofa_edge.devices.mcu import TFLM_FILE_OVERHEAD, McuModel
 from ofa_edge.devices.spec import load_spec
-from ofa_edge.search.evolution import SearchSettings, evolve, pareto_front, random_search
+from ofa_edge.search.evolution import SearchSettings, evolve, random_search
 from ofa_edge.search.genome import Genomes
 from ofa_edge.search.objective import NoFit, Objective
+from ofa_edge.search.pareto import pareto_front
 from ofa_edge.search.polish import apply_moves, kicked_polish, polish, single_moves
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.searchspace import SearchSpace

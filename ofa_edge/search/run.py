@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.errors import OfaEdgeError
-from ofa_edge.search.evolution import SearchResult, SearchSettings, evolve, pareto_front
+from ofa_edge.search.evolution import SearchResult, SearchSettings, evolve
+from ofa_edge.search.pareto import pareto_front
 from ofa_edge.search.objective import BUDGET_KEYS, Objective, report_row
 from ofa_edge.space.searchspace import SearchSpace
 
