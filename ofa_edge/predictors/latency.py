@@ -85,6 +85,7 @@ class LatencyPredictor:
     validation: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     statistic: str = DEFAULT_STATISTIC  # median | p90 | p10 (ofa_edge.devices.statistic)
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)  # see _arch_sum
 
     @property
     def residual(self) -> bool:
@@ -95,18 +96,37 @@ class LatencyPredictor:
         preset = get_preset(self.space_id)
         sums, counts = np.empty(len(archs)), np.empty(len(archs))
         for i, arch in enumerate(archs):
-            keys = arch_blocks(preset, arch, self.num_classes)
-            total = 0.0
-            for key in keys:
-                ms = self.table.get(key.id)
-                if ms is None:
-                    raise LatencyPredictorError(
-                        f"arch {arch} uses block {key.id}, which bench never measured on {self.identity.get('spec')} "
-                        f"(coverage: resolutions {self.coverage.get('resolutions')}, kernels {self.coverage.get('kernels')}, "
-                        f"expands {self.coverage.get('expands')}); stay inside the coverage or bench it")
-                total += ms
-            sums[i], counts[i] = total, len(keys)
+            sums[i], counts[i] = self._arch_sum(preset, arch)
         return sums, counts, np.array([a.resolution for a in archs], float)
+
+    def _arch_sum(self, preset, arch: Arch) -> tuple[float, int]:
+        """(sum of the arch's block figures, its block count). The fixed blocks' sum per resolution
+        and each stage's sum are memoised: search meets the same stages in many archs."""
+        memo, r = self._memo, arch.resolution
+        try:
+            total = memo[(r, -1, ())]
+            for s, stage in enumerate(arch.stages):
+                total += memo[(r, s, stage)]
+            return total, 3 + sum(len(stage) for stage in arch.stages)
+        except KeyError:
+            pass
+        keys = arch_blocks(preset, arch, self.num_classes)
+        ms = [self._block_ms(arch, key) for key in keys]
+        memo[(r, -1, ())] = ms[0] + ms[1] + ms[-1]
+        start = 2
+        for s, stage in enumerate(arch.stages):
+            memo[(r, s, stage)] = sum(ms[start:start + len(stage)])
+            start += len(stage)
+        return self._arch_sum(preset, arch)
+
+    def _block_ms(self, arch: Arch, key) -> float:
+        ms = self.table.get(key.id)
+        if ms is None:
+            raise LatencyPredictorError(
+                f"arch {arch} uses block {key.id}, which bench never measured on {self.identity.get('spec')} "
+                f"(coverage: resolutions {self.coverage.get('resolutions')}, kernels {self.coverage.get('kernels')}, "
+                f"expands {self.coverage.get('expands')}); stay inside the coverage or bench it")
+        return ms
 
     def block_sum(self, archs: list[Arch]) -> np.ndarray:
         """The uncalibrated sum of the blocks' figures (ms), for a batch."""
