@@ -19,7 +19,9 @@ from ofa_edge.search.objective import Objective
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.searchspace import SearchSpace
 
-Move = tuple  # ("r", res) | ("k", stage, block, kernel) | ("e", stage, block, expand) | ("+", stage, block) | ("-", stage)
+# ("r", res) | ("k", stage, block, kernel) | ("e", stage, block, expand) | ("+", stage, (k, e)) | ("-", stage)
+Move = tuple
+KICK_TRIES = 16  # random kicks made per kick; the fitting one predicted most accurate is polished
 
 
 def single_moves(space: SearchSpace, arch: Arch) -> list[Move]:
@@ -94,12 +96,13 @@ def polish(space: SearchSpace, objective: Objective, arch: Arch, max_steps: int 
 def kicked_polish(space: SearchSpace, objective: Objective, arch: Arch, kicks: int, rng: random.Random,
                   size: int = 3) -> Arch:
     """Iterated local search: ``kicks`` times, change ``size`` random choices of the best arch so
-    far (the fitting kick of 16 tried that is predicted most accurate), polish it, and keep it if it is better."""
+    far (of ``KICK_TRIES`` such kicks, the fitting one predicted most accurate), polish that, and
+    keep it when it is better."""
     best = polish(space, objective, arch)
     best_top1 = objective.evaluate([best])[0]["top1"]
     for _ in range(kicks):
         tries = []
-        for _ in range(16):
+        for _ in range(KICK_TRIES):
             kicked = best
             for _ in range(size):
                 moves = single_moves(space, kicked)
