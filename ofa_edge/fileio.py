@@ -17,12 +17,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # like any file the user writes, not mkstemp's 0600
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temp file onto ``path`` with the mode any file the user writes gets
+    (the umask's), not mkstemp's 0600."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 def _umask() -> int:

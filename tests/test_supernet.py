@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -159,6 +160,9 @@ def test_load_supernet_preset_and_checkpoint_round_trip(tmp_path):
     net.eval()
     path = save_supernet(net, tmp_path / "run")
     assert path.name == "supernet.safetensors" and not list(path.parent.glob(".tmp-*"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's usual mode, not mkstemp's 0600
     header = read_header(path)
     assert header["space_id"] == "ofa-mbv3-ci" and header["num_classes"] == 10
     assert header["input_mean"] == [0.0, 0.0, 0.0]

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ofa_edge.errors import OfaEdgeError
+from ofa_edge.fileio import publish
 from ofa_edge.space.presets import PRESETS, SpacePreset
 from ofa_edge.space.supernet import OFASupernet
 
@@ -136,7 +137,7 @@ def save_supernet(net: OFASupernet, path: str | os.PathLike, extra: dict | None 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(header)})
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
