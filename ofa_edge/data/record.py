@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ import numpy as np
 
 from ofa_edge.data.splits import Splits, _resolve_count, train_val_split
 from ofa_edge.errors import DataError
+from ofa_edge.fileio import atomic_path
 
 RECORD_VERSION = 1
 CALIBRATION_NAME = "calibration.npz"
@@ -238,16 +238,9 @@ def save_calibration(folder: str | os.PathLike, calib: "Calibration") -> Path:
     """Store the BN-recalibration and int8-calibration images in ``folder`` (atomically), so bench
     and deploy work on a machine that lacks the training set."""
     path = Path(folder) / CALIBRATION_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, ".npz") as tmp:
         np.savez_compressed(tmp, bn_x=np.ascontiguousarray(calib.bn_x), bn_index=calib.bn_index,
                             n_train=np.int64(calib.n_train), quant_x=np.ascontiguousarray(calib.quant_x))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

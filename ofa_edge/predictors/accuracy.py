@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ofa_edge.errors import OfaEdgeError
+from ofa_edge.fileio import atomic_path
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.searchspace import SearchSpace
 
@@ -144,12 +144,5 @@ def score(pred: AccuracyPredictor, space: SearchSpace, archs: list[Arch], accs: 
 
 
 def _atomic(path: Path, write, binary: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb" if binary else "w") as f:
+        write(f)

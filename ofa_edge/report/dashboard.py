@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 import time
 from pathlib import Path
 
+from ofa_edge.fileio import atomic_path
 from ofa_edge.report.panels import Panel
 
 _STYLE = """
@@ -77,8 +76,5 @@ def write_dashboard(panels: list[Panel], out: Path, subtitle: str) -> Path:
 
 
 def _atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ofa_edge.errors import OfaEdgeError
-from ofa_edge.fileio import publish
+from ofa_edge.fileio import atomic_path
 from ofa_edge.space.presets import PRESETS, SpacePreset
 from ofa_edge.space.supernet import OFASupernet
 
@@ -133,14 +132,8 @@ def save_supernet(net: OFASupernet, path: str | os.PathLike, extra: dict | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {**header_of(net), **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(header)})
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, ".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header)})
     return path
 
 
