@@ -39,6 +39,8 @@ import numpy as np
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.devices.statistic import describe
 from ofa_edge.errors import OfaEdgeError
+from ofa_edge.checks import EMULATED, check as _check, emulated_latency_check as _emulated_latency_check
+from ofa_edge.checks import latency_budget_check as _latency_budget_check
 from ofa_edge.fileio import sha256_file
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -77,13 +79,6 @@ class DeployResult:
     bundle: Path | None  # None: a latency-table device, where deploy stops before any bundle
     passed: bool
     manifest: dict = field(default_factory=dict)
-
-
-def _check(name: str, passed: bool, figure, threshold, level: str = "fail", note: str = "",
-           basis: str = "measured") -> dict:
-    """One verification check; ``basis`` says whether its figure was measured or is a prediction."""
-    return {"name": name, "passed": None if passed is None else bool(passed), "figure": figure,
-            "threshold": threshold, "level": level, "note": note, "basis": basis}
 
 
 def _float_tensors(path: Path) -> list[str]:
@@ -328,7 +323,9 @@ def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fm
 
     try:
         if spec.connection.transport == "none":
-            found = _on_micro(spec, o, model_path, staging, test_file, host, row, budgets)
+            from ofa_edge.deploy_mcu import on_micro_host
+
+            found = on_micro_host(spec, o, model_path, staging, test_file, host, row, budgets)
         else:
             found = _on_device(spec, o, fmt, model_path, test_file, host, chosen, budgets)
     finally:
@@ -434,92 +431,6 @@ def _on_device(spec, o, fmt, model_path: Path, data: Path, host: dict, chosen, b
                               level="warn")])],
     }
 
-
-EMULATED = "not applicable (emulated device)"
-
-
-def _emulated_latency_check(budget: float | None) -> dict:
-    """An emulated device (``emulated: true``, QEMU) runs the device's instructions, not at its
-    speed: its latency check neither passes nor fails (``passed`` null, level ``n/a``)."""
-    return _check("measured latency within the budget (ms)", None, EMULATED, budget, level="n/a",
-                  note="QEMU emulates the device's instructions, not its timing (30-170x slower): the "
-                       "outputs are checked, the latency is not")
-
-
-def _latency_budget_check(figure: float, budget: float | None, statistic: str | None, spec,
-                          basis: str = "measured") -> list[dict]:
-    """Latency against the budget: a failing check (a budget is a promise), none without a
-    latency budget. ``basis`` ``prediction`` marks an MCU's cost-model figure."""
-    if budget is None:
-        return []
-    if basis == "prediction":
-        return [_check("predicted latency (cost model) within the budget (ms)", figure <= budget, round(figure, 4),
-                       budget, basis="prediction",
-                       note="a prediction of the spec's cost model, not a measurement: no shell reaches an MCU")]
-    return [_check(f"measured latency ({statistic}) within the budget (ms)", figure <= budget,
-                   round(figure, 4), budget,
-                   note="" if figure <= budget else
-                   f"{figure:.3f} ms ({statistic}) > {budget:g} ms; re-bench with ofa-edge bench --spec "
-                   f"{spec.source or spec.name}, or raise the budget")]
-
-
-def _on_micro(spec, o, model_path: Path, staging: Path, data: Path, host: dict, row: dict, budgets: dict) -> dict:
-    """Steps 7-9 for an MCU-class spec: the C array, TFLite Micro on the host, the cost model."""
-    from converters.c_array import compile_check, find_compiler
-    from converters.errors import ConversionError
-    from ofa_edge.devices.runner_host import run_local
-
-    log, cm = o.log, spec.cost_model
-    compiler = find_compiler()
-    checks = []
-    if compiler:
-        try:
-            compile_check(staging / "model_data.cc", compiler)
-            checks.append(_check("the C array compiles", True, compiler, "-c"))
-        except ConversionError as exc:
-            checks.append(_check("the C array compiles", False, compiler, "-c", note=str(exc)))
-    else:
-        checks.append(_check("the C array compiles", False, "no C++ compiler", "-c", level="warn",
-                             note="not checked: apt-get install g++"))
-    log(f"7/10 C array: model_data.cc / model_data.h, 16-byte aligned ({checks[0]['figure']}: "
-        f"{'compiles' if checks[0]['passed'] else checks[0]['note'] or 'FAILED'})")
-    micro = run_local("eval", "--model", str(model_path), "--data", str(data), "--batch", "1",
-                      "--tflite-runtime", "tflite_micro")
-    agreement = float(np.mean(np.asarray(micro["predicted"]) == np.asarray(host["predicted"])))
-    arena_kb = micro["arena"]["total_bytes"] / 1024
-    sram_kb = arena_kb + cm.runtime_sram_kb
-    flash_kb = model_path.stat().st_size / 1024 + cm.runtime_flash_kb
-    estimate_kb = row["predicted"]["peak_sram_kb"] - cm.runtime_sram_kb
-    checks.append(_check("TFLite Micro labels agree with the TFLite reference kernels", agreement >= o.agreement_min,
-                         round(agreement, 4), o.agreement_min))
-    sram_budget, flash_budget = budgets.get("peak_sram_kb"), budgets.get("flash_kb")
-    checks.append(_check("arena + runtime overhead within the SRAM budget (KiB)",
-                         sram_budget is None or sram_kb <= sram_budget, round(sram_kb, 1), sram_budget,
-                         note=f"arena {arena_kb:.1f} + runtime {cm.runtime_sram_kb:g}; the cost model estimated "
-                              f"the arena at {estimate_kb:.1f}"))
-    checks.append(_check("model + runtime within the flash budget (KiB)",
-                         flash_budget is None or flash_kb <= flash_budget, round(flash_kb, 1), flash_budget,
-                         note=f"model {model_path.stat().st_size / 1024:.1f} + runtime {cm.runtime_flash_kb:g}"))
-    log(f"8/10 TFLite Micro on the host: top-1 {micro['top1']:.2%}, agreement with the TFLite reference kernels "
-        f"{agreement:.2%}, arena {arena_kb:.1f} KiB (cost model {estimate_kb:.1f} KiB)")
-    checks += _latency_budget_check(row["predicted"]["latency_ms"], budgets.get("latency_ms"), None, spec,
-                                    basis="prediction")
-    log(f"9/10 time: no shell reaches an MCU; the cost model predicts {row['predicted']['latency_ms']:.2f} ms "
-        f"at {spec.hardware.clock_mhz:g} MHz (a prediction, not a measurement)")
-    return {
-        "device": {"spec": spec.name, "kind": "mcu", "format": "tflite-micro-int8", "runtime": "tflite-micro",
-                   "interpreter": "tflite_micro on the host", "runtime_version": micro["runtime"]["version"],
-                   "cpu": spec.hardware.cpu, "clock_mhz": spec.hardware.clock_mhz,
-                   "sram_kb": spec.hardware.sram_kb, "flash_kb": spec.hardware.flash_kb},
-        "device_top1": micro["top1"], "device_runtime": micro["runtime"], "agreement": agreement,
-        "statistic": None, "latency_source": f"cost model of {spec.name} (not measured)", "measured": None,
-        "checks_first": [], "checks": checks,
-        "manifest": {"memory": {"arena_kb": arena_kb, "arena_estimate_kb": estimate_kb,
-                                "arena_head_kb": (micro["arena"].get("head_bytes") or 0) / 1024,
-                                "runtime_sram_kb": cm.runtime_sram_kb, "peak_sram_kb": sram_kb,
-                                "flash_kb": flash_kb, "runtime_flash_kb": cm.runtime_flash_kb,
-                                "budgets": {"peak_sram_kb": sram_budget, "flash_kb": flash_budget}}},
-    }
 
 
 def _ensure(path: Path) -> Path:

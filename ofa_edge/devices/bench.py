@@ -439,7 +439,7 @@ class Bench:
         return self.files[kind, key]
 
     def _model_file(self, kind: str, item) -> Path:
-        from converters.convert import convert_module, converter_version
+        from converters.convert import convert_module
 
         if kind == "block":
             from ofa_edge.devices.blockmodels import block_input_shape, block_module

@@ -21,7 +21,7 @@ import numpy as np
 
 from ofa_edge.search.genome import Genomes
 from ofa_edge.search.objective import Objective
-from ofa_edge.search.polish import kicked_polish, polish
+from ofa_edge.search.polish import kicked_polish
 from ofa_edge.space.arch import Arch
 from ofa_edge.space.searchspace import SearchSpace
 
