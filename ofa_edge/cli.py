@@ -278,10 +278,11 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                                         arch=args.arch, eval_images=args.eval_images, no_bench=args.no_bench,
                                         drop_warn=args.drop_warn, drop_fail=args.drop_fail, data=args.data,
                                         device=args.device, candidates=args.candidates,
-                                        break_lock=args.break_lock))
+                                        break_lock=args.break_lock, tflm_src=args.tflm_src,
+                                        no_firmware=args.no_firmware))
     if result.passed:
         return 0
-    failed = [f"{c['name']}: {c['figure']} against {c['threshold']}"
+    failed = [f"{c['name']}: {c['figure']} against {c['threshold']}" + (f" ({c['note'][:300]})" if c["note"] else "")
               for c in result.manifest["verification"]["checks"] if not c["passed"] and c["level"] == "fail"]
     print(f"ofa-edge: verification failed: {'; '.join(failed)} (see {result.bundle / 'report.md'})", file=sys.stderr)
     latency = result.manifest.get("latency_ms") or {}
@@ -478,6 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     _budget_flags(dp)
     dp.add_argument("--drop-warn", type=float, default=0.01, help="warn above this int8 top-1 drop (default 0.01)")
     dp.add_argument("--drop-fail", type=float, default=0.02, help="fail above this int8 top-1 drop (default 0.02)")
+    dp.add_argument("--tflm-src", help="MCU specs: the TFLite Micro source tree the firmware is built from (a "
+                    "tflite-micro checkout with its third-party downloads, or an unpacked tflm-cmsis-src folder; "
+                    "default $OFA_EDGE_TFLM_SRC)")
+    dp.add_argument("--no-firmware", action="store_true",
+                    help="MCU specs: skip the Cortex-M firmware and check in TFLite Micro's x86 host build (flash and "
+                         "SRAM then come from the spec's runtime overheads, marked as such in the manifest)")
     dp.add_argument("--arch", help="skip search, deploy this subnet")
     dp.add_argument("--supernet", default="default", help=SUPERNET_HELP)
     dp.add_argument("--runs", default="runs", help="bench tables (default runs); bench --quick runs first if missing")

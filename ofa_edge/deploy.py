@@ -69,6 +69,8 @@ class DeployOptions:
     device: str = "auto"         # where BN recalibration runs (fp32 on every device)
     candidates: int = 3          # at most this many subnets converted and timed on the device
     break_lock: bool = False
+    no_firmware: bool = False    # an MCU: check in TFLite Micro's host build instead of a Cortex-M firmware
+    tflm_src: str | None = None  # an MCU: the TFLite Micro source tree (default $OFA_EDGE_TFLM_SRC)
     transport: object = None     # an open transport instead of the spec's (tests: a MockTransport)
     log: Callable[[str], None] = print
     after_push: Callable[[object, str], None] | None = None  # (transport, remote model path): tests
@@ -119,8 +121,13 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     net = src.net.eval()
     space = net.space
     mcu = spec.connection.transport == "none"
+    firmware = None
     if not mcu:
         _check_ready(spec, o)  # before anything is converted: one line when the device is not ready
+    elif spec.kind == "mcu" and not o.no_firmware:  # the toolchain, QEMU and sources, before any work
+        from ofa_edge.firmware.verify import firmware_setup
+
+        firmware = firmware_setup(spec, o.tflm_src)
     predictor_file = Path(o.runs) / spec.name / space.id / "latency_predictor.json"
     if not mcu and not predictor_file.is_file():
         command = f"ofa-edge bench --spec {spec.source or spec.name} --quick --out {o.runs}"
@@ -132,6 +139,9 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
     source = (f"the published latency table {spec.latency_table}" if spec.latency_table is not None
               else f"the cost model of {spec.name}" if mcu else f"latency predictor {predictor_file}")
     log(f"1/10 load: supernet {o.supernet} ({space.id}), {source}")
+    if firmware is not None:
+        log(f"     firmware: {spec.firmware.core} on QEMU {firmware.core.board}, {firmware.toolchain.record()['compiler']}, "
+            f"TFLite Micro from {firmware.tree.root} ({firmware.tree.layout})")
 
     # 2. search
     setup = setup_search(spec, src, o.runs,
@@ -179,7 +189,8 @@ def deploy(spec: DeviceSpec, options: DeployOptions) -> DeployResult:
             chosen, tried, how = _measured_choice(spec, o, net, setup, arch, budget, make, calibration.quant_x,
                                                   staging, fmt, searched=not o.arch)
         log(f"5/10 choose: {how}; verifying on {data.note}")
-        return _finish(spec, o, net, src.sha256, chosen, tried, how, data, staging, fmt, ledger, setup.objective.budgets)
+        return _finish(spec, o, net, src.sha256, chosen, tried, how, data, staging, fmt, ledger, setup.objective.budgets,
+                       firmware)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise
@@ -290,8 +301,10 @@ def _host_checks(fmt, o: DeployOptions, model_path: Path, torch_logits: np.ndarr
                    INT8_LABEL_WARN, level="warn")]
 
 
-def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fmt, ledger, budgets) -> DeployResult:
-    """Steps 6-10 for the chosen candidate, writing into ``staging``."""
+def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fmt, ledger, budgets,
+            firmware=None) -> DeployResult:
+    """Steps 6-10 for the chosen candidate, writing into ``staging`` (``firmware``: an MCU's
+    firmware setup, ``ofa_edge.firmware.verify``)."""
     import torch
 
     from converters.convert import converter_version
@@ -315,14 +328,21 @@ def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fm
     host_fp32 = float(np.mean(torch_logits.argmax(1) == test_y))
     # TFLite Micro implements TFLite's reference kernels: an MCU's host reference runs those
     kernels = ["--kernels", "reference"] if fmt.runtime == "tflite-micro" else []
+    # a firmware's int8 outputs are compared with the reference kernels' on every image
     host = run_local("eval", "--model", str(model_path), "--data", str(test_file), "--batch", "1",
-                     "--logits", str(PARITY_IMAGES), *kernels)
+                     "--logits", str(len(images) if firmware else PARITY_IMAGES), *kernels)
     checks = _host_checks(fmt, o, model_path, torch_logits, test_y, host)
     log(f"6/10 host: torch fp32 top-1 {host_fp32:.2%}, {fmt.name} on the host reference {host['top1']:.2%}; "
         + "; ".join(f"{c['name']}: {c['figure']} ({'ok' if c['passed'] else 'FAILED'})" for c in checks))
 
     try:
-        if spec.connection.transport == "none":
+        if firmware is not None:
+            from ofa_edge.deploy_mcu import c_array_check
+            from ofa_edge.firmware.verify import on_micro_firmware
+
+            found = on_micro_firmware(firmware, o, model_path, staging, images, test_y, host, row, budgets,
+                                      c_array_check(staging, log))
+        elif spec.connection.transport == "none":
             from ofa_edge.deploy_mcu import on_micro_host
 
             found = on_micro_host(spec, o, model_path, staging, test_file, host, row, budgets)
@@ -351,6 +371,8 @@ def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fm
         "latency_ms": {"predicted": row["predicted"]["latency_ms"], "statistic": found["statistic"],
                        "source": found["latency_source"], "measured": found["measured"],
                        "budget": budgets.get("latency_ms"), "choice": how,
+                       **({"estimated_from_instructions": found["latency_estimate"]}
+                          if found.get("latency_estimate") is not None else {}),
                        "candidates": [c.to_json(spec.measure.statistic_key,
                                                 None if spec.emulated else budgets.get("latency_ms"))
                                       for c in tried] if found["measured"] else []},
@@ -455,6 +477,9 @@ def _report(m: dict) -> str:
                    f"{t['passes']} passes (p10 {t['p10']:.3f}, p90 {t['p90']:.3f}) against a budget of "
                    f"{lat['budget']} ms; {lat['choice']}"
                    + (f"; {lat['source']}" if m["device"].get("emulated") else ""))
+    elif lat.get("estimated_from_instructions") is not None:
+        latency = (f"about {lat['estimated_from_instructions']:.1f} ms {lat['source']}, against a budget of "
+                   f"{lat['budget']} ms; the cost model predicted {lat['predicted']:.1f} ms")
     else:
         latency = f"{lat['predicted']:.2f} ms from the {lat['source']} (a prediction)"
     lines = [f"# ofa-edge bundle for {m['spec']}", "",
@@ -476,6 +501,19 @@ def _report(m: dict) -> str:
                      f"{mem['arena_estimate_kb']:.1f} KiB) + runtime {mem['runtime_sram_kb']:g} KiB = "
                      f"{mem['peak_sram_kb']:.1f} KiB SRAM of {mem['budgets']['peak_sram_kb']}; flash "
                      f"{mem['flash_kb']:.1f} KiB of {mem['budgets']['flash_kb']}")
+    if "firmware" in m:
+        fw = m["firmware"]
+        line = f"- firmware: {fw['core']} ({fw['board']} under QEMU), {fw['toolchain']['compiler']}"
+        if "flash" in fw:
+            ins = fw["instructions"]
+            parts = ", ".join(f"{k} {v / 1024:.1f}" for k, v in fw["flash"]["breakdown"].items())
+            line += (f"; flash {fw['flash']['bytes'] / 1024:.1f} KiB ({parts}); RAM {fw['ram']['bytes'] / 1024:.1f} KiB "
+                     f"(arena {fw['ram']['arena']:,} B, stack high-water {fw['ram']['stack_high_water']:,} B); "
+                     f"{ins['per_inference'] / 1e6:.2f} M instructions per inference, about {ins['estimated_ms']:.1f} ms "
+                     f"at {ins['clock_mhz']:g} MHz ({ins['basis']})")
+        else:
+            line += f"; the test image FAILED: {' | '.join(fw['test_image']['errors'][:3])}"
+        lines.append(line)
     if lat.get("candidates"):
         lines += ["", "| candidate | predicted top-1 | predicted ms | measured ms | within budget |",
                   "|---|---|---|---|---|"]

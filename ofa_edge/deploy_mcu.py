@@ -1,5 +1,5 @@
-"""Deploy's steps 7-9 for an MCU-class spec: the C array, TFLite Micro's interpreter on the
-host and the cost model."""
+"""Deploy's steps 7-9 for an MCU-class spec checked in TFLite Micro's host build
+(``--no-firmware``): the C array, TFLite Micro's interpreter on the host and the cost model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,26 +9,35 @@ import numpy as np
 from ofa_edge.checks import check, latency_budget_check
 
 
-def on_micro_host(spec, o, model_path: Path, staging: Path, data: Path, host: dict, row: dict, budgets: dict) -> dict:
-    """Steps 7-9 for an MCU-class spec: the C array, TFLite Micro on the host, the cost model."""
+def c_array_check(staging: Path, log) -> dict:
+    """The bundle's C array (model_data.cc) compiles with the host's C++ compiler."""
     from converters.c_array import compile_check, find_compiler
     from converters.errors import ConversionError
-    from ofa_edge.devices.runner_host import run_local
 
-    log, cm = o.log, spec.cost_model
     compiler = find_compiler()
-    checks = []
     if compiler:
         try:
             compile_check(staging / "model_data.cc", compiler)
-            checks.append(check("the C array compiles", True, compiler, "-c"))
+            result = check("the C array compiles", True, compiler, "-c")
         except ConversionError as exc:
-            checks.append(check("the C array compiles", False, compiler, "-c", note=str(exc)))
+            result = check("the C array compiles", False, compiler, "-c", note=str(exc))
     else:
-        checks.append(check("the C array compiles", False, "no C++ compiler", "-c", level="warn",
-                            note="not checked: apt-get install g++"))
-    log(f"7/10 C array: model_data.cc / model_data.h, 16-byte aligned ({checks[0]['figure']}: "
-        f"{'compiles' if checks[0]['passed'] else checks[0]['note'] or 'FAILED'})")
+        result = check("the C array compiles", False, "no C++ compiler", "-c", level="warn",
+                       note="not checked: apt-get install g++")
+    log(f"     C array: model_data.cc / model_data.h, 16-byte aligned ({result['figure']}: "
+        f"{'compiles' if result['passed'] else result['note'] or 'FAILED'})")
+    return result
+
+
+def on_micro_host(spec, o, model_path: Path, staging: Path, data: Path, host: dict, row: dict, budgets: dict) -> dict:
+    """Steps 7-9 for an MCU-class spec without a firmware build (``--no-firmware``): the C
+    array, TFLite Micro's host build, the cost model."""
+    from ofa_edge.devices.runner_host import run_local
+
+    log, cm = o.log, spec.cost_model
+    log("7/10 no firmware (--no-firmware): checking in TFLite Micro's x86 host build, with the spec's runtime "
+        "overheads for flash and SRAM")
+    checks = [c_array_check(staging, log)]
     micro = run_local("eval", "--model", str(model_path), "--data", str(data), "--batch", "1",
                       "--tflite-runtime", "tflite_micro")
     agreement = float(np.mean(np.asarray(micro["predicted"]) == np.asarray(host["predicted"])))
@@ -54,7 +63,7 @@ def on_micro_host(spec, o, model_path: Path, staging: Path, data: Path, host: di
         f"at {spec.hardware.clock_mhz:g} MHz (a prediction, not a measurement)")
     return {
         "device": {"spec": spec.name, "kind": "mcu", "format": "tflite-micro-int8", "runtime": "tflite-micro",
-                   "interpreter": "tflite_micro on the host", "runtime_version": micro["runtime"]["version"],
+                   "interpreter": "tflite_micro on the host (--no-firmware)", "runtime_version": micro["runtime"]["version"],
                    "cpu": spec.hardware.cpu, "clock_mhz": spec.hardware.clock_mhz,
                    "sram_kb": spec.hardware.sram_kb, "flash_kb": spec.hardware.flash_kb},
         "device_top1": micro["top1"], "device_runtime": micro["runtime"], "agreement": agreement,

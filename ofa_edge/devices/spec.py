@@ -132,6 +132,33 @@ class CostModel(_Section):
     runtime_sram_kb: float = Field(ge=0)
     runtime_flash_kb: float = Field(ge=0)
     source: str = Field(min_length=1)
+    #: cycles per instruction, to turn a firmware's instruction count into a latency estimate;
+    #: 1.0 is an assumption until a board measures it (then say where in cpi_source)
+    cpi: float = Field(default=1.0, gt=0, le=100)
+    cpi_source: Optional[str] = Field(default=None, min_length=1)
+
+
+class MemoryRegion(_Section):
+    """A memory region of the real part: where it starts and how big it is."""
+
+    origin: int = Field(ge=0, le=0xFFFFFFFF)
+    kb: int = Field(gt=0, le=1_048_576)
+
+
+class Firmware(_Section):
+    """How deploy builds an MCU's firmware (``ofa_edge.firmware``): the core and float ABI it
+    compiles for, the part's flash and RAM regions the deployment image links against, and
+    whether that image is a release build (TFLite Micro's error strings stripped)."""
+
+    core: Literal["cortex-m4", "cortex-m7", "cortex-m55"]
+    float_abi: Literal["hard", "softfp", "soft"] = "hard"
+    fpu: Optional[str] = Field(default=None, pattern=r"^[a-z0-9.-]+$")  # -mfpu; default: the core's own
+    flash: MemoryRegion
+    ram: MemoryRegion
+    release: bool = True
+    #: a fixed arena; without one the test image gets all of QEMU's RAM and the deployment
+    #: image the arena that the test image really used
+    arena_kb: Optional[float] = Field(default=None, gt=0)
 
 
 class DeviceSpec(_Section):
@@ -150,6 +177,7 @@ class DeviceSpec(_Section):
     budgets: Budgets = Budgets()
     measure: Measure = Measure()
     cost_model: Optional[CostModel] = None
+    firmware: Optional[Firmware] = None  # an MCU's firmware build (kind mcu only)
     #: a published latency lookup table (written by ``ofa-edge import-latency-table``; a path
     #: relative to this spec): the device is not reachable, its latency comes from the table
     latency_table: Optional[str] = Field(default=None, min_length=1)
@@ -406,6 +434,12 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
                 out.append(f"hardware.{key}: required for an mcu")
         if spec.latency_table is not None:
             out.append("latency_table: an mcu's latency comes from its cost_model; drop latency_table")
+        fw = spec.firmware
+        if fw is not None and hw is not None:
+            if hw.flash_kb is not None and fw.flash.kb != hw.flash_kb:
+                out.append(f"firmware.flash.kb: {fw.flash.kb} differs from hardware.flash_kb {hw.flash_kb}")
+            if hw.sram_kb is not None and fw.ram.kb > hw.sram_kb:
+                out.append(f"firmware.ram.kb: {fw.ram.kb} exceeds hardware.sram_kb {hw.sram_kb}")
     elif spec.latency_table is not None:  # a published table stands in for the device
         if c.transport != "none":
             out.append("connection.transport: a device whose latency comes from latency_table is not reached; "
@@ -424,6 +458,8 @@ def _semantic_problems(spec: DeviceSpec, spec_dir: Path) -> list[str]:
             out.append(f"runtime.name: tflite-micro is for kind mcu, not {spec.kind}")
         if spec.cost_model is not None:
             out.append("cost_model: only used by devices with no transport (kind mcu)")
+    if spec.firmware is not None and spec.kind != "mcu":
+        out.append(f"firmware: only for kind mcu, not {spec.kind}")
 
     # connection
     if c.transport == "ssh":

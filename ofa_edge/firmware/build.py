@@ -177,7 +177,8 @@ class FirmwareBuilder:
                                f"-Wl,-Map={map_file}", "-T", str(script), *map(str, objects), *map(str, groups),
                                "-lm", "-o", str(elf)], capture_output=True, text=True)
         if done.returncode != 0:
-            errors = [line for line in done.stderr.splitlines() if "error" in line or "undefined" in line]
+            errors = [line.split(": ", 1)[-1] for line in done.stderr.splitlines()
+                      if ("error" in line or "undefined" in line or "overflow" in line) and "collect2" not in line]
             raise FirmwareBuildError(f"linking the {kind} image for {self.core.name} failed: "
                                      f"{' | '.join((errors or done.stderr.splitlines())[:3])}")
         return Image(kind=kind, elf=elf, map=map_file, arena_bytes=arena_bytes, release=release, flash=flash, ram=ram)

@@ -125,6 +125,7 @@ def command_eval(args):
         "batch": batch,
         "input": {"name": spec["name"], "dtype": spec["dtype"],
                   "scale": spec["scale"], "zero_point": spec["zero_point"]},
+        "output": {"scale": out_scale, "zero_point": out_zero},
         "n": len(predicted),
         "correct": correct,
         "top1": correct / float(len(predicted)),
