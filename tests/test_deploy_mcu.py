@@ -1,6 +1,7 @@
-"""ofa-edge deploy for an MCU-class spec (STM32F746) with the shipped supernet: search on the
-cost model, int8 TFLite with TFLite Micro's ops, the C array, TFLite Micro's interpreter on the
-host (accuracy and the arena it allocates), the budgets, the bundle."""
+"""ofa-edge deploy for an MCU-class spec (STM32F746) with the shipped supernet and --no-firmware:
+search on the cost model, int8 TFLite with TFLite Micro's ops, the C array, TFLite Micro's
+interpreter on the host (accuracy and the arena it allocates), the budgets, the bundle. The
+firmware path is tests/test_firmware.py."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def mcu_bundle(tmp_path_factory):
     spec = load_spec(resolve_spec_path("stm32f746"))
     lines: list[str] = []
     result = deploy(spec, DeployOptions(out=root / "bundles", runs=root / "runs", eval_images=500, bn_images=500,
-                                        log=lines.append))
+                                        no_firmware=True, log=lines.append))
     return result, lines, spec
 
 
@@ -39,6 +40,8 @@ def test_mcu_deploy_passes_and_writes_a_c_array(mcu_bundle, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert m["latency_ms"]["measured"] is None and "cost model" in m["latency_ms"]["source"]
+    assert "--no-firmware" in m["device"]["interpreter"] and "firmware" not in m
+    assert any(line.startswith("7/10 no firmware (--no-firmware)") for line in lines)
 
 
 def test_mcu_arena_fits_and_accuracy_matches_the_tflite_interpreter(mcu_bundle):
@@ -61,7 +64,7 @@ def test_mcu_arena_fits_and_accuracy_matches_the_tflite_interpreter(mcu_bundle):
 
 def test_mcu_deploy_with_a_budget_nothing_fits_exits_2_and_names_it(run_cli, tmp_path):
     require_fmnist()
-    done = run_cli("deploy", "--spec", "stm32f746", "--sram-kb", "40", "--out", str(tmp_path / "b"))
+    done = run_cli("deploy", "--spec", "stm32f746", "--sram-kb", "40", "--no-firmware", "--out", str(tmp_path / "b"))
     assert done.returncode == 2, done.stderr
     assert "peak_sram_kb" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())

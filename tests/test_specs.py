@@ -10,7 +10,7 @@ import yaml
 from ofa_edge.devices.spec import DeviceSpec, check_specs, load_spec, shipped_specs
 from ofa_edge.errors import SpecError
 
-SHIPPED = ["jetson_nano", "local", "local_imagenet", "pixel", "raspberry_pi4", "stm32f746"]
+SHIPPED = ["jetson_nano", "local", "local_imagenet", "nrf52840", "pixel", "raspberry_pi4", "stm32f746"]
 
 
 def base(name: str = "local") -> dict:
@@ -54,8 +54,8 @@ def test_shipped_specs_all_validate():
 
 
 def test_shipped_specs_carry_the_required_settings():
-    pi, jetson, pixel, mcu, local, local_imagenet = (load_spec(p) for p in sorted(shipped_specs(), key=lambda p: (
-        ["raspberry_pi4", "jetson_nano", "pixel", "stm32f746", "local", "local_imagenet"].index(p.stem))))
+    pi, jetson, pixel, mcu, local, local_imagenet, nrf = (load_spec(p) for p in sorted(shipped_specs(), key=lambda p: (
+        ["raspberry_pi4", "jetson_nano", "pixel", "stm32f746", "local", "local_imagenet", "nrf52840"].index(p.stem))))
     assert (pi.connection.transport, pi.runtime.name, pi.precision, pi.runtime.delegate,
             pi.runtime.threads) == ("ssh", "tflite", "int8", "xnnpack", 4)
     assert jetson.runtime.name == "onnxruntime" and jetson.precision == "fp16"
@@ -64,6 +64,10 @@ def test_shipped_specs_carry_the_required_settings():
     assert (mcu.kind, mcu.connection.transport, mcu.runtime.name) == ("mcu", "none", "tflite-micro")
     assert (mcu.hardware.sram_kb, mcu.hardware.flash_kb, mcu.hardware.clock_mhz) == (320, 1024, 216)
     assert mcu.cost_model is not None and mcu.cost_model.cycles_per_mac.depthwise > 0
+    # both MCU specs build firmware: the core, and the part's own flash and RAM regions
+    assert (mcu.firmware.core, mcu.firmware.flash.origin, mcu.firmware.ram.kb) == ("cortex-m7", 0x08000000, 320)
+    assert (nrf.firmware.core, nrf.hardware.clock_mhz, nrf.hardware.sram_kb, nrf.firmware.flash.kb) == (
+        "cortex-m4", 64, 256, 1024)
     assert (local.connection.transport, local.runtime.delegate, local.runtime.threads) == ("local", "xnnpack", 1)
     assert local_imagenet.runtime == local.runtime and local_imagenet.budgets.resolution == [128, 224]
     # every ssh spec refuses unknown host keys by default
@@ -115,6 +119,12 @@ MALFORMED = {
                                  "only for runtime tflite; tflite-micro uses no delegate"),
     "unknown execution provider": (edit(base("jetson_nano"), "runtime.execution_providers", ["CudaEP"]),
                                    "runtime.execution_providers[0]", "'CudaEP' is not one of"),
+    "firmware on a cpu": (edit(base(), "firmware", base("stm32f746")["firmware"]), "firmware",
+                          "only for kind mcu, not cpu"),
+    "unknown core": (edit(base("stm32f746"), "firmware.core", "cortex-m3"), "firmware.core",
+                     "'cortex-m3' is not one of: cortex-m4, cortex-m7, cortex-m55"),
+    "firmware flash unlike the part": (edit(base("stm32f746"), "firmware.flash", {"origin": 0x08000000, "kb": 2048}),
+                                       "firmware.flash.kb", "2048 differs from hardware.flash_kb 1024"),
     "budget above the hardware": (edit(base("stm32f746"), "budgets.peak_sram_kb", 512),
                                   "budgets.peak_sram_kb", "512 exceeds hardware.sram_kb 320"),
     "bad resolution range": (edit(base(), "budgets.resolution", [64, 32]), "budgets.resolution",
