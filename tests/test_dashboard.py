@@ -13,7 +13,7 @@ import pytest
 from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
-PANELS = ("fronts", "latency", "accuracy", "search", "noise", "carbon", "training", "uniform", "search_reference")
+PANELS = ("fronts", "latency", "accuracy", "search", "noise", "carbon", "training", "uniform", "search_reference", "firmware")
 
 
 def _chromium() -> str:

@@ -4,7 +4,6 @@ interpreter on the host (accuracy and the arena it allocates), the budgets, the 
 firmware path is tests/test_firmware.py."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 
@@ -50,8 +49,9 @@ def test_mcu_arena_fits_and_accuracy_matches_the_tflite_interpreter(mcu_bundle):
     mem = m["memory"]
     assert mem["arena_kb"] + spec.cost_model.runtime_sram_kb == pytest.approx(mem["peak_sram_kb"])
     assert mem["peak_sram_kb"] <= spec.budgets.peak_sram_kb and mem["flash_kb"] <= spec.budgets.flash_kb
-    # the calibrated memory model is conservative and close (benchmarks/results/tflm_memory.json)
-    assert 0.97 <= mem["arena_estimate_kb"] / mem["arena_kb"] <= 1.15
+    # the memory model is calibrated to the 32-bit Cortex-M arena (benchmarks/results/firmware_calibration.json);
+    # the x86-64 host build's arena is larger (64-bit pointers in every persistent struct): 5-10% here
+    assert 0.90 <= mem["arena_estimate_kb"] / mem["arena_kb"] <= 0.95
     acc = m["accuracy"]
     assert m["agreement"] >= 0.995 and abs(acc["device"] - acc["host_int8"]) <= 0.005
     assert acc["host_fp32"] - acc["host_int8"] <= 0.02 and acc["device"] > 0.8

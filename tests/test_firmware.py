@@ -158,3 +158,13 @@ def test_missing_source_tree_is_one_line_exit_2(run_cli, tmp_path, where):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     expected = "pass --tflm-src DIR or set OFA_EDGE_TFLM_SRC" if where == "unset" else "not a TFLite Micro source tree"
     assert expected in done.stderr and "--no-firmware" in done.stderr and not (tmp_path / "b").exists()
+
+
+def test_an_mcu_spec_without_a_firmware_section_is_one_line_exit_2(run_cli, tmp_path):
+    spec = yaml.safe_load((REPO / "device_specs" / "nrf52840.yaml").read_text())
+    del spec["firmware"]
+    path = tmp_path / "nrf52840.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    done = run_cli("deploy", "--spec", str(path), "--out", str(tmp_path / "b"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "has no firmware: section" in done.stderr and "--no-firmware" in done.stderr

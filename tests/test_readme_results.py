@@ -123,3 +123,22 @@ def test_search_reference_table_matches_its_results():
         m = r["median"]
         assert abs(_pct(ours[i]) - m["ofa_edge"]["top1"]) < 6e-5 and abs(_pct(ref[i]) - m["reference"]["top1"]) < 6e-5
         assert float(wall[i]) == round(r["wall_ratio"], 2)
+
+
+def test_firmware_figures_match_the_calibration_json():
+    fit = _figures("firmware_calibration")["fit"]
+    m7, m4 = fit["cortex-m7"], fit["cortex-m4"]
+    before = [c["arena"]["error_before"] for c in (m7, m4)]
+    low = min(-b["max_under"] for b in before)  # never under: the smallest over-estimate
+    high = max(b["max_over"] for b in before)
+    assert f"by {100 * low:.1f}–{100 * high:.1f}%" in README
+    after = max(c["arena"]["error_after"]["max_over"] for c in (m7, m4))
+    assert f"it is over by 0–{100 * after:.1f}% and never under" in README
+    assert all(c["arena"]["error_after"]["max_under"] <= 0 for c in (m7, m4))
+    ratios = [c["instructions"]["cost_model_before"]["median_ratio"] for c in (m7, m4)]
+    assert f"predicted\n{ratios[0]:.2f}× (M7) and {ratios[1]:.2f}× (M4)" in README
+    worst = max(c["instructions"]["error_after"]["max_abs"] for c in (m7, m4))
+    assert f"within {100 * worst:.1f}% of the counts" in README
+    overheads = {(c["spec_after"]["runtime_sram_kb"], c["spec_after"]["runtime_flash_kb"]) for c in (m7, m4)}
+    (sram, flash), = overheads
+    assert f"({sram:g} KiB and {flash:g} KiB)" in README

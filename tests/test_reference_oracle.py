@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ofa_edge.space.reference import from_reference_state_dict, map_reference_key
+from ofa_edge.space.reference import map_reference_key
 from reference_ofa import randomised
 
 

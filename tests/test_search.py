@@ -220,6 +220,10 @@ def test_single_moves_change_one_choice_and_pairs_apply_in_order():
     assert all(sum(x != y for x, y in zip(_fields(n), _fields(arch))) in (1, 2, 3) for n in neighbours)
     # a block dropped by the first move cannot be changed by the second
     assert apply_moves(arch, [("-", 1), ("k", 1, 2, 7)]) is None
+    # a pair of moves that each fit can together leave the space: two "+" on one stage
+    deep = next(s for s, stage in enumerate(arch.stages) if len(stage) + 2 > SPACE.preset.max_depth)
+    twice = [("+", deep, (3, 3)), ("+", deep, (3, 3))]
+    assert apply_moves(arch, twice, SPACE.preset.depth_choices) is None
     assert apply_moves(arch, [("k", 1, 2, 7), ("-", 1)]) == Arch.parse(
         "r24|k3e3,k3e3|k5e4,k3e3|k3e3,k3e3|k3e3,k3e3|k3e3,k3e3")
 

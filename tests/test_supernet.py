@@ -1,7 +1,6 @@
 """The elastic supernet: subnets run alone, extraction is exact, checkpoints are safe."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess

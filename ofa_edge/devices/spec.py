@@ -129,6 +129,9 @@ class CyclesPerMac(_Section):
 
 class CostModel(_Section):
     cycles_per_mac: CyclesPerMac
+    #: cycles per activation element written (hard-swish, adds, requantization: work that is
+    #: not MACs); 0 leaves it out
+    cycles_per_element: float = Field(default=0.0, ge=0)
     runtime_sram_kb: float = Field(ge=0)
     runtime_flash_kb: float = Field(ge=0)
     source: str = Field(min_length=1)

@@ -98,7 +98,9 @@ class FirmwareBuilder:
     def _group(self, name: str, base: Path, files: list[Path], flags: list[str]) -> list[Path]:
         """Compiles ``files`` (relative to ``base``) into the cache folder keyed by tree, core and
         flags; returns the objects. A folder is locked while it is filled."""
-        key = hashlib.sha256("\0".join([self.fingerprint, name, *flags]).encode()).hexdigest()[:16]
+        # include paths point into the tree, which the fingerprint covers: a moved tree reuses the objects
+        keyed = [self.fingerprint, name, *self.arch_flags, *(f for f in flags if not f.startswith("-I"))]
+        key = hashlib.sha256("\0".join(keyed).encode()).hexdigest()[:16]
         folder = _ensure(self.cache / f"{name}-{self.core.name}-{key}")
         objects = [folder / (f.as_posix().replace("/", "__") + ".o") for f in files]
         todo = [(base / f, o) for f, o in zip(files, objects) if not o.is_file()]

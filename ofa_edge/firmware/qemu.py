@@ -54,8 +54,7 @@ def run_test_image(qemu: str, core: Core, elf: Path, inputs: np.ndarray, timeout
         seconds = time.perf_counter() - start
         lines = (done.stdout + "\n" + done.stderr).splitlines()
         report = [line[len(PREFIX):].split() for line in done.stdout.splitlines() if line.startswith(PREFIX)]
-        errors = [line.strip() for line in lines
-                  if line.strip() and (not line.startswith(PREFIX) or line.startswith(PREFIX + "error"))]
+        errors = _errors(lines)
         finished = any(r and r[0] == "done" for r in report)
         run = FirmwareRun(ok=done.returncode == 0 and finished, exit_code=done.returncode, errors=errors,
                           seconds=seconds)
@@ -69,6 +68,13 @@ def run_test_image(qemu: str, core: Core, elf: Path, inputs: np.ndarray, timeout
         return run
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _errors(lines: list[str]) -> list[str]:
+    """The firmware's own error lines first, then TFLite Micro's log, each line once."""
+    own = [line.strip() for line in lines if line.startswith(PREFIX + "error")]
+    log = [line.strip() for line in lines if line.strip() and not line.startswith(PREFIX)]
+    return list(dict.fromkeys(own + log))
 
 
 def _read_report(run: FirmwareRun, report: list[list[str]]) -> None:

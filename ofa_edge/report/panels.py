@@ -323,3 +323,46 @@ def search_reference(result: dict) -> Panel:
                  f"Both on OFA's published predictor and Note10 tables (w1.2, 160-224 px), population 100, 500 "
                  f"generations, run side by side. Goal: at least the reference's top-1 at every budget, in at most "
                  f"{f['wall_ratio_goal']:g} of its time.", "python benchmarks/bench_search_reference.py", table)
+
+
+def firmware(result: dict) -> Panel:
+    """The MCU cost model against Cortex-M firmware: instructions and arena, before and after
+    the calibration (benchmarks/calibrate_firmware.py)."""
+    f = result["figures"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    markers = {"cortex-m7": "o", "cortex-m4": "s"}
+    table = [["core", "subnets", "instructions: cost model before (median ratio)", "after (max error)",
+              "arena model before (max over / under)", "after, with margin (max over / under)"]]
+    for core, rows in f["rows"].items():
+        fit = f["fit"][core]
+        counted = np.array([r["instructions"] for r in rows]) / 1e6
+        before = np.array([r["cost_model_cycles"] for r in rows]) / 1e6
+        rates = fit["instructions"]["per_feature"]
+        after = np.array([sum(r[k] * v for k, v in rates.items()) for r in rows]) / 1e6
+        m = markers.get(core, "^")
+        ax.scatter(counted, before, marker=m, facecolors="none", edgecolors=COLORS["random"],
+                   label=f"{core}: cycles-per-MAC model before")
+        ax.scatter(counted, after, marker=m, color=COLORS["ofa"], label=f"{core}: recalibrated")
+        arena = np.array([r["arena_bytes"] for r in rows]) / 1024
+        a = fit["arena"]
+        arena_after = np.array([r["head_estimate_bytes"] + a["tail_per_channel"] * r["channels"] + a["tail_per_layer"]
+                                * r["layers"] + a["tail_fixed"] + a["margin_bytes"] for r in rows]) / 1024
+        ax2.scatter(arena, np.array([r["arena_before_model"] for r in rows]) / 1024, marker=m, facecolors="none",
+                    edgecolors=COLORS["random"], label=f"{core}: model before (x86-64 host fit)")
+        ax2.scatter(arena, arena_after, marker=m, color=COLORS["ofa"], label=f"{core}: recalibrated + margin")
+        eb, ea = a["error_before"], a["error_after"]
+        table.append([core, str(len(rows)), f"{fit['instructions']['cost_model_before']['median_ratio']:.2f}x",
+                      f"{fit['instructions']['error_after']['max_abs']:.1%}",
+                      f"+{eb['max_over']:.1%} / -{eb['max_under']:.1%}", f"+{ea['max_over']:.1%} / -{ea['max_under']:.1%}"])
+    for axis, label in ((ax, "M instructions per inference"), (ax2, "arena (KiB)")):
+        lo, hi = axis.get_xlim()
+        axis.plot([0, hi], [0, hi], color="k", lw=0.8, alpha=0.5)
+        axis.grid(alpha=0.3)
+        axis.set_xlabel(f"counted on the firmware: {label}"), axis.set_ylabel(f"predicted: {label}")
+        axis.legend(fontsize=7)
+    ax.set_title("instructions (QEMU -icount): the latency proxy at CPI 1"), ax2.set_title("TFLite Micro arena")
+    fig.tight_layout()
+    return Panel("firmware", "MCU cost model against the Cortex-M firmware", fig,
+                 "Each point is one subnet's firmware (TFLite Micro + CMSIS-NN) built and run under QEMU. "
+                 "Instructions are counted, not cycles: a latency is an estimate at a stated CPI until a board is "
+                 "measured.", "python benchmarks/calibrate_firmware.py", table)

@@ -148,7 +148,8 @@ def build_dashboard(results: Path, out: Path) -> Path:
              panels.carbon(load("carbon"), _optional(results, "uniform", "ledger")),
              panels.training(load("training"))]
     built += [panel(load(name)) for name, panel in (("uniform", panels.uniform_imagenet),
-                                                    ("search_reference", panels.search_reference))
+                                                    ("search_reference", panels.search_reference),
+                                                    ("firmware_calibration", panels.firmware))
               if (results / f"{name}.json").is_file()]
     machine = fronts[0]["machine"]
     return write_dashboard(built, out, f"{machine.get('cpu')} x{machine.get('cores')}, "
@@ -192,10 +193,13 @@ def _run_benchmarks(full: bool, runs: Path, results: Path, log: Callable[[str], 
     else:
         log("report: skip the slowed emulated device (it needs root for a network namespace and a cgroup)")
     bundles = []
+    no_firmware = not os.environ.get("OFA_EDGE_TFLM_SRC")  # the MCU bundle: its firmware when sources are there
     for spec_name in ("local", "stm32f746"):
-        log(f"report: deploy {spec_name}")
+        log(f"report: deploy {spec_name}" + (" (--no-firmware: set OFA_EDGE_TFLM_SRC for its firmware)"
+                                             if spec_name == "stm32f746" and no_firmware else ""))
         result = deploy(load_spec(resolve_spec_path(spec_name)),
-                        DeployOptions(runs=runs, out=runs / "report-bundles", log=lambda line: log("  " + line)))
+                        DeployOptions(runs=runs, out=runs / "report-bundles", no_firmware=no_firmware,
+                                      log=lambda line: log("  " + line)))
         bundles.append(result.bundle)
     derive_results(runs, bundles, local.name, space_id, results)
 

@@ -39,9 +39,10 @@ def single_moves(space: SearchSpace, arch: Arch) -> list[Move]:
     return moves
 
 
-def apply_moves(arch: Arch, moves: list[Move]) -> Arch | None:
+def apply_moves(arch: Arch, moves: list[Move], depths: tuple[int, ...] | None = None) -> Arch | None:
     """``arch`` with ``moves`` applied in order, or None when one no longer applies (a block
-    that a shallower stage dropped)."""
+    that a shallower stage dropped) or, given the space's ``depths``, when a stage ends at a
+    depth outside them (two "+" on one stage at depth 3 of 2-4)."""
     resolution, stages = arch.resolution, [list(stage) for stage in arch.stages]
     for move in moves:
         kind = move[0]
@@ -57,6 +58,8 @@ def apply_moves(arch: Arch, moves: list[Move]) -> Arch | None:
                 return None
             k, e = stages[s][j]
             stages[s][j] = (value, e) if kind == "k" else (k, value)
+    if depths is not None and any(len(stage) not in depths for stage in stages):
+        return None
     return Arch(resolution, tuple(tuple(stage) for stage in stages))
 
 
@@ -81,7 +84,8 @@ def polish(space: SearchSpace, objective: Objective, arch: Arch, max_steps: int 
         estimate = gain[up][:, None] + gain[down][None, :]
         order = np.argsort(-estimate, axis=None)[:pairs]
         order = order[estimate.flat[order] > 0]
-        candidates = [apply_moves(arch, [moves[up[i // len(down)]], moves[down[i % len(down)]]]) for i in order]
+        candidates = [apply_moves(arch, [moves[up[i // len(down)]], moves[down[i % len(down)]]], space.preset.depth_choices)
+                      for i in order]
         candidates = [a for a in candidates if a is not None]
         fitting = [a for a, c in zip(candidates, objective.constraints(candidates)) if c["violation"] == 0]
         scored = objective.evaluate(fitting)
