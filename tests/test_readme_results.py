@@ -142,3 +142,16 @@ def test_firmware_figures_match_the_calibration_json():
     overheads = {(c["spec_after"]["runtime_sram_kb"], c["spec_after"]["runtime_flash_kb"]) for c in (m7, m4)}
     (sram, flash), = overheads
     assert f"({sram:g} KiB and {flash:g} KiB)" in README
+
+
+def test_mcu_deploy_table_matches_the_example_bundles():
+    for spec in ("stm32f746", "nrf52840"):
+        m = json.loads((REPO / "benchmarks" / "example_bundle" / spec / "manifest.json").read_text())
+        fw, budgets = m["firmware"], m["memory"]["budgets"]
+        flash, ram, ins, estimate, model = _row(f"`{spec}`" + (" ($10 class)" if spec == "nrf52840" else ""), 6)[1:]
+        assert flash == f"{fw['flash']['bytes'] / 1024:.1f} of {budgets['flash_kb']:g}"
+        assert ram == f"{fw['ram']['bytes'] / 1024:.1f} of {budgets['peak_sram_kb']:g}"
+        assert ins == f"{fw['instructions']['per_inference'] / 1e6:.2f}"
+        assert estimate == f"{fw['instructions']['estimated_ms']:.1f} ms"
+        assert model == f"{m['latency_ms']['predicted']:.1f} ms"
+        assert m["verification"]["passed"] and m["accuracy"]["images"] == 2000
