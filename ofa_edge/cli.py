@@ -282,7 +282,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                                         no_firmware=args.no_firmware))
     if result.passed:
         return 0
-    failed = [f"{c['name']}: {c['figure']} against {c['threshold']}" + (f" ({c['note'][:300]})" if c["note"] else "")
+    failed = [f"{c['name']}: {c['figure']} against {c['threshold']}" + (f" ({c['note'][:300]})" if c.get("note") else "")
               for c in result.manifest["verification"]["checks"] if not c["passed"] and c["level"] == "fail"]
     print(f"ofa-edge: verification failed: {'; '.join(failed)} (see {result.bundle / 'report.md'})", file=sys.stderr)
     latency = result.manifest.get("latency_ms") or {}

@@ -118,12 +118,13 @@ def test_m4_firmware_deploy_on_the_10_dollar_board(tflm_src, small_arch, tmp_pat
 def test_flash_budget_1_kib_under_the_firmware_fails_with_the_figures(m7_bundle, small_arch, tflm_src, run_cli,
                                                                       tmp_path):
     flash_kb = m7_bundle[0].manifest["firmware"]["flash"]["bytes"] / 1024
-    done = run_cli("deploy", "--spec", "stm32f746", "--arch", small_arch, "--flash-kb", f"{flash_kb - 1:.3f}",
+    budget_kb = float(f"{flash_kb - 1:.3f}")
+    done = run_cli("deploy", "--spec", "stm32f746", "--arch", small_arch, "--flash-kb", str(budget_kb),
                    "--eval-images", "50", "--tflm-src", str(tflm_src), "--out", str(tmp_path / "b"),
                    "--runs", str(tmp_path / "runs"), timeout=900)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "firmware flash (text + rodata + data) within the flash budget (KiB)" in done.stderr
-    assert f"{flash_kb:.1f} against {flash_kb - 1:.3f}" in done.stderr and "over by 1.0 KiB" in done.stderr
+    assert f"{flash_kb:.1f} against {budget_kb}" in done.stderr and "over by 1.0 KiB" in done.stderr
     assert (tmp_path / "b" / "stm32f746.failed" / "manifest.json").is_file()
     assert not (tmp_path / "b" / "stm32f746").exists() and "Traceback" not in done.stderr
 
