@@ -379,7 +379,8 @@ def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fm
         "input": {"resolution": r, "layout": host.get("layout"), "dtype": inp.get("dtype"), "scale": inp.get("scale"),
                   "zero_point": inp.get("zero_point"),
                   **input_contract(rec.channels, net.input_mean, net.input_std)},
-        "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(staging.iterdir())],
+        "files": [{"name": p.relative_to(staging).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                  for p in sorted(staging.rglob("*")) if p.is_file()],
         "versions": {"ofa-edge": _version("ofa-edge"), "converter": converter_version(),
                      "runtime_on_device": found["device_runtime"], "torch": torch.__version__},
         "verification": {"passed": passed, "checks": checks},
@@ -389,8 +390,8 @@ def _finish(spec, o, net, supernet_sha256, chosen, tried, how, data, staging, fm
     _write_json(staging / "manifest.json", manifest)
     (staging / "report.md").write_text(_report(manifest))
     os.chmod(staging, 0o755)  # mkdtemp/mkstemp make private files; a bundle is for sharing
-    for f in staging.iterdir():
-        os.chmod(f, 0o644)
+    for f in staging.rglob("*"):
+        os.chmod(f, 0o755 if f.is_dir() else 0o644)
     # a failed deploy never replaces a bundle: it goes to <spec>.failed/, <spec>/ stays as it was
     bundle = Path(o.out) / (spec.name if passed else f"{spec.name}.failed")
     old = None

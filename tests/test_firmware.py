@@ -109,6 +109,24 @@ def test_m7_firmware_deploy_verifies_under_qemu_and_reads_the_binary(m7_bundle):
     assert abs(m["accuracy"]["device"] - m["accuracy"]["host_int8"]) <= 0.005
 
 
+def test_the_bundles_makefile_rebuilds_the_same_firmware_bytes(m7_bundle, tflm_src, tmp_path):
+    """The bundle's firmware/ project, built by make from the same tree reached by another path,
+    gives the deployment image byte for byte; the spec's real regions are its linker script's."""
+    result, _ = m7_bundle
+    project = result.bundle / "firmware"
+    names = {f["name"] for f in result.manifest["files"]}
+    assert {"firmware/Makefile", "firmware/linker.ld", "firmware/main_deploy.cc", "firmware/ofa_ops.h"} <= names
+    assert "AddConv2D" in (project / "ofa_ops.h").read_text()
+    assert "LENGTH = 0x100000" in (project / "linker.ld").read_text()  # 1024 KiB, not the lengthened region
+    elsewhere = tmp_path / "tree-elsewhere"
+    elsewhere.symlink_to(tflm_src)
+    done = subprocess.run(["make", "-C", str(project), f"-j{os.cpu_count() or 1}", f"TFLM_SRC={elsewhere}",
+                           f"BUILD={tmp_path / 'build'}"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "build" / "firmware.bin").read_bytes() == (result.bundle / "firmware.bin").read_bytes()
+    assert not (project / "build").exists()  # BUILD= kept the bundle clean
+
+
 def test_m4_firmware_deploy_on_the_10_dollar_board(tflm_src, small_arch, tmp_path):
     result, lines = _deploy("nrf52840", tflm_src, small_arch, tmp_path)
     m = _check_firmware_bundle(result, "cortex-m4", "mps2-an386")

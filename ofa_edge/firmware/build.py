@@ -2,7 +2,8 @@
 (startup, the model API, a test or deployment main, the embedded model) relinked per model.
 
 The build is ofa-edge's own: a compiler call per file, run in parallel from Python with
-argument lists (no shell, no make), so any path works and nothing reaches the network.
+argument lists (no shell), so any path works and nothing reaches the network. The bundle gets
+the same calls as a generated makefile (``project``) to rebuild the deployment image by hand.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ C = ["-std=gnu11"]
 #: TFLM's own levels: its core for size, kernels and CMSIS-NN for speed
 LEVEL = {"core": "-Os", "kernels": "-O2", "cmsis_nn": "-O2", "app": "-Os"}
 TEST_HEAP, TEST_STACK = 256 * 1024, 64 * 1024
+TREE_ALIAS, FLATBUFFERS_ALIAS = "tflm-src", "flatbuffers"  # what the tree's paths read as in the objects
+CACHE_VERSION = "2"  # part of the object cache's key: bump when the flags change in ways the key misses
 
 
 class FirmwareBuildError(OfaEdgeError):
@@ -48,6 +51,29 @@ class Image:
     release: bool
     flash: Region
     ram: Region
+    stack_bytes: int
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Library files compiled with the same flags: ``files`` relative to ``base``."""
+
+    name: str          # the cache folder's prefix
+    title: str         # the flash breakdown's name
+    base: Path
+    base_var: str      # ``base``'s name among ``include_dirs``
+    files: list[Path]
+    flags: list[str]   # level and defines, without include paths
+
+
+def app_units(kind: str) -> list[str]:
+    """The application's files (in ``app/``) of a ``test`` or ``deploy`` image, in link order."""
+    return ["startup.c", "model.S", "ofa_model.cc", "main_test.cc" if kind == "test" else "main_deploy.cc"]
+
+
+def link_specs(kind: str) -> list[str]:
+    return ["--specs=rdimon.specs"] if kind == "test" else ["--specs=nano.specs", "--specs=nosys.specs"]
 
 
 def default_cache_dir() -> Path:
@@ -68,11 +94,20 @@ class FirmwareBuilder:
         self.compiled = 0  # library files compiled by this builder (0: everything came from the cache)
 
     # -- library objects ---------------------------------------------------------------------
-    def _includes(self) -> list[str]:
+    def include_dirs(self) -> dict[str, Path]:
+        """The include folders of every build, by name (the generated makefile's variables)."""
         p = self.tree.parts
-        flatbuffers = self._flatbuffers()
-        return [f"-I{self.tree.tflm}", f"-I{flatbuffers}", f"-I{p['gemmlowp']}", f"-I{p['ruy']}", f"-I{p['cmsis']}",
-                f"-I{p['cmsis'] / 'CMSIS' / 'Core' / 'Include'}", f"-I{p['cmsis_nn']}", f"-I{p['cmsis_nn'] / 'Include'}"]
+        return {"TFLM": self.tree.tflm, "FLATBUFFERS_INCLUDE": self._flatbuffers(), "GEMMLOWP": p["gemmlowp"],
+                "RUY": p["ruy"], "CMSIS": p["cmsis"], "CMSIS_CORE": p["cmsis"] / "CMSIS" / "Core" / "Include",
+                "CMSIS_NN": p["cmsis_nn"], "CMSIS_NN_INCLUDE": p["cmsis_nn"] / "Include"}
+
+    def _includes(self) -> list[str]:
+        """Include paths, and prefix maps that keep where the tree lies out of the objects (__FILE__
+        in asserts): the same tree anywhere gives the same bytes."""
+        maps = [f"-fmacro-prefix-map={self.tree.root}={TREE_ALIAS}"]
+        if not self.tree.flatbuffers_patched():
+            maps.append(f"-fmacro-prefix-map={self._flatbuffers().parent}={FLATBUFFERS_ALIAS}")
+        return [*(f"-I{folder}" for folder in self.include_dirs().values()), *maps]
 
     def _flatbuffers(self) -> Path:
         """flatbuffers' headers with TFLM's patch applied (in the cache when the tree has it unapplied)."""
@@ -99,7 +134,8 @@ class FirmwareBuilder:
         """Compiles ``files`` (relative to ``base``) into the cache folder keyed by tree, core and
         flags; returns the objects. A folder is locked while it is filled."""
         # include paths point into the tree, which the fingerprint covers: a moved tree reuses the objects
-        keyed = [self.fingerprint, name, *self.arch_flags, *(f for f in flags if not f.startswith("-I"))]
+        keyed = [CACHE_VERSION, self.fingerprint, name, *self.arch_flags,
+                 *(f for f in flags if not f.startswith(("-I", "-fmacro-prefix-map=")))]
         key = hashlib.sha256("\0".join(keyed).encode()).hexdigest()[:16]
         folder = _ensure(self.cache / f"{name}-{self.core.name}-{key}")
         objects = [folder / (f.as_posix().replace("/", "__") + ".o") for f in files]
@@ -133,17 +169,26 @@ class FirmwareBuilder:
         os.replace(tmp, obj)
         return None
 
+    def groups(self, ops: list[str], release: bool) -> list[Group]:
+        """The library's object groups for ``ops``, in link order (flags without include paths)."""
+        tflm = [*TFLM_DEFINES, *(["-DTF_LITE_STRIP_ERROR_STRINGS"] if release else []), "-w"]
+        cmsis = ["-DARM_NN_ENABLE_F16=0", "-DARM_NN_ENABLE_F32=0", "-w"]
+        return [Group("tflm-core", "TFLM core", self.tree.tflm, "TFLM", sources.core_sources(self.tree),
+                      [LEVEL["core"], *tflm]),
+                Group("tflm-kernels", "TFLM kernels", self.tree.tflm, "TFLM", sources.kernel_sources(self.tree, ops),
+                      [LEVEL["kernels"], *tflm]),
+                Group("cmsis-nn", "CMSIS-NN", self.tree.parts["cmsis_nn"], "CMSIS_NN",
+                      sources.cmsis_nn_sources(self.tree), [LEVEL["cmsis_nn"], *cmsis])]
+
     def library(self, ops: list[str], release: bool) -> dict[str, list[Path]]:
         """The library objects for ``ops``: TFLM core, kernels and CMSIS-NN, by group."""
-        tflm = [*TFLM_DEFINES, *(["-DTF_LITE_STRIP_ERROR_STRINGS"] if release else []), "-w", *self._includes()]
-        cmsis = ["-DARM_NN_ENABLE_F16=0", "-DARM_NN_ENABLE_F32=0", "-w", *self._includes()]
-        return {
-            "TFLM core": self._group("tflm-core", self.tree.tflm, sources.core_sources(self.tree), [LEVEL["core"], *tflm]),
-            "TFLM kernels": self._group("tflm-kernels", self.tree.tflm, sources.kernel_sources(self.tree, ops),
-                                        [LEVEL["kernels"], *tflm]),
-            "CMSIS-NN": self._group("cmsis-nn", self.tree.parts["cmsis_nn"], sources.cmsis_nn_sources(self.tree),
-                                    [LEVEL["cmsis_nn"], *cmsis]),
-        }
+        return {g.title: self._group(g.name, g.base, g.files, [*g.flags, *self._includes()])
+                for g in self.groups(ops, release)}
+
+    def app_flags(self, kind: str, arena_bytes: int, release: bool) -> list[str]:
+        """The application's flags besides include paths and the model file."""
+        return [LEVEL["app"], f"-DOFA_ARENA_BYTES={arena_bytes}", *(["-DOFA_SEMIHOSTING"] if kind == "test" else []),
+                *TFLM_DEFINES, *(["-DTF_LITE_STRIP_ERROR_STRINGS"] if release else [])]
 
     # -- images ------------------------------------------------------------------------------
     def image(self, model: Path, kind: str, out: Path, arena_bytes: int, release: bool = False,
@@ -156,12 +201,9 @@ class FirmwareBuilder:
         app = _ensure(out / f"{kind}-app")
         (app / "ofa_ops.h").write_text(sources.resolver_header(ops, self.tree))
         flash, ram = flash or self.core.flash, ram or self.core.ram
-        defines = [f"-DOFA_ARENA_BYTES={arena_bytes}", f'-DOFA_MODEL_FILE="{model.resolve()}"',
-                   *(["-DOFA_SEMIHOSTING"] if kind == "test" else []),
-                   *TFLM_DEFINES, *(["-DTF_LITE_STRIP_ERROR_STRINGS"] if release else [])]
-        flags = [LEVEL["app"], *defines, f"-I{app}", f"-I{APP}", *self._includes()]
-        units = [APP / "startup.c", APP / "model.S", APP / "ofa_model.cc",
-                 APP / ("main_test.cc" if kind == "test" else "main_deploy.cc")]
+        flags = [*self.app_flags(kind, arena_bytes, release), f'-DOFA_MODEL_FILE="{model.resolve()}"', f"-I{app}",
+                 f"-I{APP}", *self._includes()]
+        units = [APP / name for name in app_units(kind)]
         if kind == "test":  # TFLM's own DebugLog (vfprintf to stderr) reports errors over semihosting
             units.append(self.tree.tflm / "tensorflow/lite/micro/debug_log.cc")
         objects = [app / (u.name + ".o") for u in units]
@@ -173,7 +215,7 @@ class FirmwareBuilder:
         script.write_text(linker_script(flash, ram, self.core.vectors if kind == "test" else None,
                                         heap=TEST_HEAP if kind == "test" else 0, stack=stack_bytes))
         elf, map_file = out / f"firmware-{kind}.elf", out / f"firmware-{kind}.map"
-        specs = ["--specs=rdimon.specs"] if kind == "test" else ["--specs=nano.specs", "--specs=nosys.specs"]
+        specs = link_specs(kind)
         groups = [o for objs in library.values() for o in objs]
         done = subprocess.run([self.tc.gxx, *self.arch_flags, *specs, "-nostartfiles", "-Wl,--gc-sections",
                                f"-Wl,-Map={map_file}", "-T", str(script), *map(str, objects), *map(str, groups),
@@ -183,7 +225,8 @@ class FirmwareBuilder:
                       if ("error" in line or "undefined" in line or "overflow" in line) and "collect2" not in line]
             raise FirmwareBuildError(f"linking the {kind} image for {self.core.name} failed: "
                                      f"{' | '.join((errors or done.stderr.splitlines())[:3])}")
-        return Image(kind=kind, elf=elf, map=map_file, arena_bytes=arena_bytes, release=release, flash=flash, ram=ram)
+        return Image(kind=kind, elf=elf, map=map_file, arena_bytes=arena_bytes, release=release, flash=flash, ram=ram,
+                     stack_bytes=stack_bytes, ops=tuple(ops))
 
     def library_folders(self) -> dict[str, str]:
         """Object-group prefix -> breakdown name, for the map's attribution (``size.breakdown``)."""

@@ -21,6 +21,7 @@ from ofa_edge.checks import check
 from ofa_edge.devices.spec import DeviceSpec
 from ofa_edge.firmware.build import TEST_HEAP, TEST_STACK, FirmwareBuilder, Image, default_cache_dir
 from ofa_edge.firmware.cores import CORES, Core, Region
+from ofa_edge.firmware.project import write_project
 from ofa_edge.firmware.qemu import FirmwareRun, run_test_image
 from ofa_edge.firmware.size import Sizes, read_sizes
 from ofa_edge.firmware.toolchain import (NO_FIRMWARE, FirmwareSetupError, SourceTree, Toolchain, find_source_tree,
@@ -55,6 +56,7 @@ def firmware_setup(spec: DeviceSpec, tflm_src: str | None) -> FirmwareSetup:
 class FirmwareResult:
     run: FirmwareRun
     test: Image
+    builder: FirmwareBuilder
     deploy: Image | None = None
     sizes: Sizes | None = None
 
@@ -70,7 +72,7 @@ def build_and_run(setup: FirmwareSetup, model: Path, inputs: np.ndarray, out: Pa
     fixed = int(fw.arena_kb * KIB) if fw.arena_kb else None
     test = builder.image(model, "test", out, fixed or core.ram.length - TEST_HEAP - TEST_STACK - STATIC_SLACK)
     run = run_test_image(setup.toolchain.qemu, core, test.elf, inputs)
-    result = FirmwareResult(run, test)
+    result = FirmwareResult(run, test, builder)
     if not run.ok:
         return result
     arena = fixed or -(-run.arena_used // 16) * 16
@@ -148,6 +150,11 @@ def on_micro_firmware(setup: FirmwareSetup, o, model_path: Path, staging: Path, 
         shutil.copyfile(result.deploy.elf.with_suffix(f".{suffix}"), staging / f"firmware.{suffix}")
     subprocess.run([setup.toolchain.objcopy, "-O", "binary", str(result.deploy.elf), str(staging / "firmware.bin")],
                    check=True)
+    write_project(result.builder, result.deploy, Region(fw.flash.origin, fw.flash.kb * KIB),
+                  Region(fw.ram.origin, fw.ram.kb * KIB), model_path.name, staging / "firmware",
+                  f"{spec.name}: {fw.core}, flash {fw.flash.kb} KiB at {fw.flash.origin:#x}, RAM {fw.ram.kb} KiB at "
+                  f"{fw.ram.origin:#x}, arena {result.deploy.arena_bytes:,} B, "
+                  f"{'release' if fw.release else 'with error strings'}")
     shutil.rmtree(work, ignore_errors=True)
     memory = {"arena_kb": run.arena_used / KIB, "arena_estimate_kb": row["predicted"]["peak_sram_kb"] - cm.runtime_sram_kb,
               "arena_head_kb": 0.0, "runtime_sram_kb": round(ram_kb - run.arena_used / KIB, 1), "peak_sram_kb": ram_kb,
@@ -186,7 +193,8 @@ def _record(setup: FirmwareSetup, result: FirmwareResult, budgets: dict) -> dict
                          "arena": result.deploy.arena_bytes, "stack_high_water": run.stack_used}
         record["deploy_image"] = {"arena_bytes": result.deploy.arena_bytes, "flash_origin": spec.firmware.flash.origin,
                                   "ram_origin": spec.firmware.ram.origin, "files": ["firmware.elf", "firmware.bin",
-                                                                                    "firmware.map"]}
+                                                                                    "firmware.map"],
+                                  "project": "firmware/ (make TFLM_SRC=DIR rebuilds firmware.bin)"}
     return record
 
 
