@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -72,6 +73,15 @@ def app_units(kind: str) -> list[str]:
     return ["startup.c", "model.S", "ofa_model.cc", "main_test.cc" if kind == "test" else "main_deploy.cc"]
 
 
+#: language flags by name (the generated makefile's variables)
+LANGUAGE_FLAGS = {"CXX_LANG": CXX, "C_LANG": C}
+
+
+def language(suffix: str) -> tuple[str, str | None]:
+    """The compiler (``gcc`` or ``g++``) and the ``LANGUAGE_FLAGS`` name for a file ending in ``suffix``."""
+    return ("g++", "CXX_LANG") if suffix == ".cc" else ("gcc", "C_LANG" if suffix == ".c" else None)
+
+
 def link_specs(kind: str) -> list[str]:
     return ["--specs=rdimon.specs"] if kind == "test" else ["--specs=nano.specs", "--specs=nosys.specs"]
 
@@ -101,6 +111,7 @@ class FirmwareBuilder:
                 "RUY": p["ruy"], "CMSIS": p["cmsis"], "CMSIS_CORE": p["cmsis"] / "CMSIS" / "Core" / "Include",
                 "CMSIS_NN": p["cmsis_nn"], "CMSIS_NN_INCLUDE": p["cmsis_nn"] / "Include"}
 
+    @cached_property
     def _includes(self) -> list[str]:
         """Include paths, and prefix maps that keep where the tree lies out of the objects (__FILE__
         in asserts): the same tree anywhere gives the same bytes."""
@@ -157,9 +168,9 @@ class FirmwareBuilder:
                     raise FirmwareBuildError(failure)
 
     def _compile(self, source: Path, obj: Path, flags: list[str]) -> str | None:
-        compiler = self.tc.gxx if source.suffix == ".cc" else self.tc.gcc
+        tool, lang_name = language(source.suffix)
+        compiler, lang = self.tc.gxx if tool == "g++" else self.tc.gcc, LANGUAGE_FLAGS.get(lang_name, [])
         tmp = obj.with_name(f".{obj.name}.{os.getpid()}.tmp")
-        lang = CXX if source.suffix == ".cc" else C if source.suffix == ".c" else []
         done = subprocess.run([compiler, *self.arch_flags, *COMMON, *lang, *flags, "-c", str(source), "-o", str(tmp)],
                               capture_output=True, text=True)
         if done.returncode != 0:
@@ -182,7 +193,7 @@ class FirmwareBuilder:
 
     def library(self, ops: list[str], release: bool) -> dict[str, list[Path]]:
         """The library objects for ``ops``: TFLM core, kernels and CMSIS-NN, by group."""
-        return {g.title: self._group(g.name, g.base, g.files, [*g.flags, *self._includes()])
+        return {g.title: self._group(g.name, g.base, g.files, [*g.flags, *self._includes])
                 for g in self.groups(ops, release)}
 
     def app_flags(self, kind: str, arena_bytes: int, release: bool) -> list[str]:
@@ -202,7 +213,7 @@ class FirmwareBuilder:
         (app / "ofa_ops.h").write_text(sources.resolver_header(ops, self.tree))
         flash, ram = flash or self.core.flash, ram or self.core.ram
         flags = [*self.app_flags(kind, arena_bytes, release), f'-DOFA_MODEL_FILE="{model.resolve()}"', f"-I{app}",
-                 f"-I{APP}", *self._includes()]
+                 f"-I{APP}", *self._includes]
         units = [APP / name for name in app_units(kind)]
         if kind == "test":  # TFLM's own DebugLog (vfprintf to stderr) reports errors over semihosting
             units.append(self.tree.tflm / "tensorflow/lite/micro/debug_log.cc")

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 from ofa_edge.firmware import sources
-from ofa_edge.firmware.build import (APP, COMMON, CXX, FLATBUFFERS_ALIAS, TREE_ALIAS, C, FirmwareBuilder, Group,
-                                     Image, app_units, link_specs, linker_script)
+from ofa_edge.firmware.build import (APP, COMMON, FLATBUFFERS_ALIAS, LANGUAGE_FLAGS, TREE_ALIAS, FirmwareBuilder, Group,
+                                     Image, app_units, language, link_specs, linker_script)
 from ofa_edge.firmware.cores import Region
 
 HEADERS = ("ofa_model.h",)
@@ -58,8 +58,7 @@ def makefile(builder: FirmwareBuilder, image: Image, model_name: str, title: str
     lines += ["",
               f"ARCH := {' '.join(builder.arch_flags)}",
               f"COMMON := {' '.join(COMMON)}",
-              f"CXX_LANG := {' '.join(CXX)}",
-              f"C_LANG := {' '.join(C)}",
+              *(f"{name} := {' '.join(flags)}" for name, flags in LANGUAGE_FLAGS.items()),
               f"PATH_MAPS := -fmacro-prefix-map=$(TFLM_SRC)={TREE_ALIAS}"
               + ("" if patched else f" -fmacro-prefix-map=$(BUILD)/flatbuffers={FLATBUFFERS_ALIAS}"),
               "INCLUDES := " + " ".join(f"-I$({name})" for name in folders) + " $(PATH_MAPS)",
@@ -108,9 +107,8 @@ def makefile(builder: FirmwareBuilder, image: Image, model_name: str, title: str
 
 def _compile(suffix: str) -> str:
     """A compiler call as ``FirmwareBuilder._compile`` makes it, for a file ending in ``suffix``."""
-    if suffix == ".cc":
-        return "$(CXX) $(ARCH) $(COMMON) $(CXX_LANG)"
-    return "$(CC) $(ARCH) $(COMMON)" + (" $(C_LANG)" if suffix == ".c" else "")
+    tool, lang_name = language(suffix)
+    return f"$({'CXX' if tool == 'g++' else 'CC'}) $(ARCH) $(COMMON)" + (f" $({lang_name})" if lang_name else "")
 
 
 def _var(group: Group) -> str:
